@@ -1,0 +1,3 @@
+from rftcli.cli import app
+
+app()

@@ -1,0 +1,64 @@
+"""Counting: how many red squares are in the image?
+
+Squares are drawn on a grid of 14 px cells, aligned to the vision patches, because a tiny model only
+learns the task when objects line up with its patches. Blue squares of the same size are distractors.
+Knobs: `image_size` (a multiple of 14), `max_count`, `distractors` (most blue squares per image).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections.abc import Iterator
+
+from PIL import Image, ImageDraw
+
+CELL = 14
+RED = (220, 30, 30)
+BLUE = (30, 60, 220)
+QUESTION = "How many red squares are in the image?"
+
+
+def _image(rng: random.Random, image_size: int, count: int, distractors: int) -> bytes:
+    cells = [(x, y) for x in range(image_size // CELL) for y in range(image_size // CELL)]
+    chosen = rng.sample(cells, count + distractors)
+    img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for i, (cx, cy) in enumerate(chosen):
+        color = RED if i < count else BLUE
+        # 2 px margin so neighbouring squares stay separate.
+        draw.rectangle([cx * CELL + 2, cy * CELL + 2, cx * CELL + CELL - 3, cy * CELL + CELL - 3], fill=color)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def generate(n: int, seed: int = 0, *, image_size: int = 56, max_count: int = 4, distractors: int = 2,
+             instruction: str | None = None) -> Iterator[dict]:
+    """Yield `n` counting rows; the same (n, seed, knobs) always gives the same rows."""
+    from rftcli.tasks import INSTRUCTION
+
+    if image_size % CELL or image_size < 2 * CELL:
+        raise ValueError(f"image_size must be a multiple of {CELL} and at least {2 * CELL}, got {image_size}")
+    if max_count + distractors > (image_size // CELL) ** 2:
+        raise ValueError("max_count + distractors exceeds the cells of the image")
+    rng = random.Random(seed)
+    prompt = f"{QUESTION} {instruction if instruction is not None else INSTRUCTION}"
+    for i in range(n):
+        count = rng.randint(0, max_count)
+        blue = rng.randint(0, distractors)
+        reasoning = f"I see {count} red squares and {blue} blue squares. There are {count} red squares."
+        yield {
+            "id": f"counting-s{seed}-{i:07d}",
+            "task": "counting",
+            "system": None,
+            "prompt": prompt,
+            "images": [{"bytes": _image(rng, image_size, count, blue), "path": None}],
+            "answer": str(count),
+            "answer_type": "number",
+            "choices": None,
+            "reasoning": reasoning,
+            "response": f"<think>{reasoning}</think>\n<answer>{count}</answer>",
+            "metadata": json.dumps({"red": count, "blue": blue, "image_size": image_size, "seed": seed}),
+        }
