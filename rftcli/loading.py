@@ -1,0 +1,171 @@
+"""Loading models: a hub id, a local folder (full model or PEFT adapter), or a built-in tiny model.
+
+    builtin:tiny-qwen2.5-vl   built in-process (deterministic), saved with save_pretrained into a
+                              temporary folder for this process, then loaded like any local folder
+    ./out/sft                 a full model folder, or a PEFT adapter folder whose base is read from its
+                              rftcli manifest (else from adapter_config.json), overridable with `base`
+    Qwen/Qwen2.5-VL-3B-Instruct  a hub id (needs the network or a filled HF cache)
+
+`trust_remote_code` is off unless asked for. 4-bit loading (QLoRA) keeps the vision tower and lm_head in
+full precision and applies the CPU fix from bitsandbytes' AVX512-BF16 path (see `_disable_cpu_repack`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rftcli import tiny_model
+from rftcli.manifest import model_identity, read_checkpoint_manifest
+from rftcli.processor_compat import ensure_processor_loads_without_torchvision
+
+_BUILT: dict[str, Path] = {}
+
+
+def _builtin_folder(spec: str) -> Path:
+    """Build a built-in model once per process into a temporary folder removed at exit."""
+    if spec not in _BUILT:
+        root = Path(tempfile.mkdtemp(prefix="rftcli-builtin-"))
+        atexit.register(shutil.rmtree, root, True)
+        _BUILT[spec] = tiny_model.build(spec, root / "model")
+    return _BUILT[spec]
+
+
+def resolve(spec: str) -> str:
+    """A model argument as something `from_pretrained` takes: a local folder or a hub id."""
+    if tiny_model.is_builtin(spec):
+        return str(_builtin_folder(spec))
+    return spec
+
+
+def is_adapter(spec: str) -> bool:
+    return Path(spec, "adapter_config.json").is_file()
+
+
+def adapter_base(spec: str, base: str | None = None) -> str:
+    """The base model of an adapter folder: `base` if given, else its manifest's, else PEFT's record."""
+    if base:
+        return base
+    manifest = read_checkpoint_manifest(spec) or {}
+    if manifest.get("base_model"):
+        return manifest["base_model"]
+    cfg = json.loads(Path(spec, "adapter_config.json").read_text())
+    if not cfg.get("base_model_name_or_path"):
+        raise ValueError(f"{spec}: adapter names no base model; pass --base")
+    return cfg["base_model_name_or_path"]
+
+
+def identity(spec: str) -> dict[str, str]:
+    """Path and content hash of a model argument (what rollouts record as their policy)."""
+    return model_identity(spec)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def quantization_config(dtype: str = "auto"):
+    """NF4 with double quantization; vision tower and lm_head stay in full precision.
+
+    Module names match from the start of the qualified name, so the vision tower is `model.visual`:
+    the bare name "visual" silently matches nothing.
+    """
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=_dtype(dtype),
+                              llm_int8_skip_modules=["model.visual", "visual", "lm_head"])
+
+
+def _disable_cpu_repack(model: Any) -> None:
+    # On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights into an inference-only layout on the
+    # first no-grad forward, after which training raises "a view of a leaf Variable ... in-place".
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    processor: Any
+    spec: str          # the argument as given
+    base: str | None   # the base model, when `spec` is an adapter
+
+
+def _quiet_transformers() -> None:
+    # Per-shard progress bars of from_pretrained/save_pretrained drown a stage's own progress.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_processor(spec: str, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    ensure_processor_loads_without_torchvision()
+    path = resolve(spec)
+    if is_adapter(path) and not Path(path, "preprocessor_config.json").is_file():
+        return load_processor(adapter_base(path), trust_remote_code)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_in_4bit: bool = False,
+               trust_remote_code: bool = False, device: str | None = None, merge_adapter: bool = False,
+               ) -> LoadedModel:
+    """Load a model argument for inference or as a training start point.
+
+    An adapter is loaded on its base (`PeftModel`); with `merge_adapter=True` it is merged in, which is
+    what a stage that trains a new adapter on top of it wants.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    _quiet_transformers()
+    path = resolve(spec)
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base_spec = adapter_base(path, base)
+        if is_adapter(resolve(base_spec)) and load_in_4bit:
+            raise ValueError(f"{spec}: its base {base_spec} is itself an adapter; merge it first "
+                             "(`rftcli merge`) to train or run it in 4-bit")
+        # A chain (a GRPO adapter on an SFT adapter) loads its base merged, then applies itself.
+        inner = load_model(base_spec, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
+                           device=device, merge_adapter=True)
+        model = PeftModel.from_pretrained(inner.model, path)
+        if merge_adapter:
+            model = model.merge_and_unload()
+        return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code), spec=spec, base=base_spec)
+
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
+    if load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(dtype)
+        kwargs["device_map"] = {"": device or default_device()}
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    if load_in_4bit:
+        _disable_cpu_repack(model)
+    elif device:
+        model = model.to(device)
+    return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code), spec=spec, base=None)

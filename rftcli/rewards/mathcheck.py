@@ -1,0 +1,194 @@
+"""Symbolic answer checking with math_verify, under a hard time limit.
+
+math_verify parses LaTeX into sympy and compares; some inputs make sympy run for minutes or forever
+(`10^{10^{10}}`, `(10^9)!`, deeply nested `\\frac{`). math_verify's own timeout uses `signal.alarm`,
+which has whole-second resolution, raises ValueError outside the main thread, and is applied per
+parse and per gold/target pair (so one call may wait several timeouts). So its timeouts are switched
+off here and one deadline covers a whole comparison:
+
+- in the main thread: a `setitimer` alarm of `MATH_TIMEOUT_S` seconds (fractions allowed), only
+  when no other alarm is pending (ours would clobber it; the check then runs in the worker);
+- otherwise: a long-lived helper process (running `_serve`) answers each query,
+  and is killed and restarted when it overruns.
+
+Before any of that, inputs longer than `MAX_MATH_CHARS` or nested deeper than `MAX_DEPTH` braces are
+rejected outright; a timed-out or rejected comparison is simply "not equal". Results are cached, since
+GRPO scores a group of completions against the same answer.
+
+Examples:
+    >>> math_equal("\\\\frac12", "0.5")
+    True
+    >>> math_equal("\\\\sqrt{2}/2", "\\\\frac{1}{\\\\sqrt{2}}")
+    True
+    >>> math_equal("10^{10^{10^{10}}}", "1")   # gives up after MATH_TIMEOUT_S
+    False
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+MATH_TIMEOUT_S = 2.0
+"""Seconds allowed for one symbolic comparison (parse of both sides plus verify)."""
+MAX_MATH_CHARS = 1000
+"""Longer expressions are not attempted."""
+MAX_DEPTH = 30
+"""Expressions with braces or parentheses nested deeper are not attempted."""
+_WORKER_START_S = 120.0
+_SERVE_CMD = "from rftcli.rewards.mathcheck import _serve; _serve()"
+
+
+class _Deadline(BaseException):
+    """Raised by the alarm; a BaseException so math_verify's `except Exception` cannot swallow it."""
+
+
+class _DropNoTimeoutWarning(logging.Filter):
+    # math_verify warns once that timeouts are off; here they are off on purpose.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropNoTimeoutWarning())
+
+
+def too_complex(expr: str) -> bool:
+    """Cheap pre-check: too long or too deeply nested to hand to sympy."""
+    if len(expr) > MAX_MATH_CHARS:
+        return True
+    depth = 0
+    for ch in expr:
+        if ch in "{([":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif ch in "})]":
+            depth -= 1
+    return False
+
+
+def _delimit(expr: str) -> str:
+    # math_verify only finds LaTeX between math delimiters: a bare "\frac12" parses to nothing.
+    return expr if ("$" in expr or "\\(" in expr or "\\[" in expr) else f"${expr}$"
+
+
+def verify_untimed(pred: str, gold: str) -> bool:
+    """math_verify's verdict with its timeouts off; call only under a deadline."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse(_delimit(gold), parsing_timeout=None)
+    pred_parsed = parse(_delimit(pred), parsing_timeout=None)
+    return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def math_equal(pred: str, gold: str, timeout_s: float | None = None) -> bool:
+    """Whether `pred` and `gold` are the same mathematical object, within `timeout_s` (default
+    `MATH_TIMEOUT_S`, read at call time so it can be changed) seconds."""
+    if not pred or not gold or too_complex(pred) or too_complex(gold):
+        return False
+    return _math_equal_cached(pred, gold, MATH_TIMEOUT_S if timeout_s is None else timeout_s)
+
+
+@functools.lru_cache(maxsize=4096)
+def _math_equal_cached(pred: str, gold: str, timeout_s: float) -> bool:
+    if _alarm_available():
+        try:
+            with _alarm(timeout_s):
+                return verify_untimed(pred, gold)
+        except _Deadline:
+            return False
+    return _WORKER.ask(pred, gold, timeout_s)
+
+
+def _alarm_available() -> bool:
+    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0)
+
+
+@contextmanager
+def _alarm(seconds: float):
+    def on_alarm(signum, frame):
+        raise _Deadline
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:  # restore the handler even if the alarm fires right here
+            signal.signal(signal.SIGALRM, old)
+
+
+class _Worker:
+    """A helper process that can be killed when sympy will not return; one query at a time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+
+    def ask(self, pred: str, gold: str, timeout_s: float) -> bool:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            query = (repr((pred, gold)) + "\n").encode()
+            try:
+                self._proc.stdin.write(query)
+                self._proc.stdin.flush()
+                reply = self._read_byte(timeout_s)
+            except OSError:
+                reply = None
+            if reply is None:
+                self._stop()
+            return reply == b"1"
+
+    def _read_byte(self, timeout_s: float) -> bytes | None:
+        ready, _, _ = select.select([self._proc.stdout], [], [], timeout_s)
+        return (os.read(self._proc.stdout.fileno(), 1) or None) if ready else None
+
+    def _start(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+        self._proc = subprocess.Popen([sys.executable, "-c", _SERVE_CMD], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, bufsize=0, env=env)
+        if self._read_byte(_WORKER_START_S) != b"R":
+            self._stop()
+            raise RuntimeError("the math_verify helper process did not start")
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+_WORKER = _Worker()
+
+
+def _serve() -> None:
+    """Helper process loop: one `repr((pred, gold))` line in, one byte (b"1" or b"0") out."""
+    import ast
+
+    import math_verify  # noqa: F401  (import before saying ready, so startup is not billed to a query)
+
+    out = sys.stdout.buffer
+    out.write(b"R")
+    out.flush()
+    for line in sys.stdin.buffer:
+        try:
+            pred, gold = ast.literal_eval(line.decode())
+            ok = verify_untimed(pred, gold)
+        except Exception:
+            ok = False
+        out.write(b"1" if ok else b"0")
+        out.flush()

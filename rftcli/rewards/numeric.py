@@ -1,0 +1,111 @@
+"""Reading an answer as a number, and comparing two numbers.
+
+`parse_number` accepts what models and datasets write around a number and nothing more: thousands
+separators ("1,000", LaTeX "1{,}000" or "1\\,000"), a sign, decimals, "1e-3", "1.5 \\times 10^{3}", a
+fraction ("1/2", "\\frac{1}{2}", "\\frac12"), a percent sign or the word "percent", a unit of up to three
+words after the number ("3 cm", "5 km/h", "2 square meters", "3\\text{ cm}", "90^\\circ"), and one
+left-hand side ("x = 3", "The answer is 3"). Units are dropped, not converted: "300 cm" does not equal
+"3 m". A second number or relation ("3 or 4", "3 apples and 4 pears", "x = 2 or x = 3") makes the text
+unreadable, so hedging earns nothing.
+
+`numbers_equal` uses a relative tolerance of `REL_TOL` (1e-6, with `ABS_TOL` for values near zero). When
+exactly one side carries a percent sign, both readings count: "50%" equals "50" and "0.5". When both or
+neither carry one, values are compared as written ("0.5" is not "50").
+
+Examples:
+    >>> parse_number("x = 1,000 cm")
+    Number(value=1000.0, percent=False)
+    >>> parse_number("\\\\frac{1}{2}")
+    Number(value=0.5, percent=False)
+    >>> numbers_equal(parse_number("50%"), parse_number("0.5"))
+    True
+    >>> numbers_equal(parse_number("3.0001"), parse_number("3"))
+    False
+    >>> parse_number("3 or 4") is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+REL_TOL = 1e-6
+"""Relative tolerance for numeric answers."""
+ABS_TOL = 1e-9
+"""Absolute tolerance, so that answers near zero can match at all."""
+
+
+class Number(NamedTuple):
+    value: float
+    percent: bool
+
+
+_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?"
+_WORD = r"[A-Za-zµμΩ]+(?:\^\{?\d\}?)?(?:/[A-Za-zµμΩ]+(?:\^\{?\d\}?)?)?"
+_PLAIN = re.compile(rf"([+-]?)\s*({_NUM})(?:\s*/\s*({_NUM}))?\s*(%?)\s*((?:{_WORD})(?:\s+{_WORD}){{0,2}})?")
+_SCIENTIFIC = re.compile(rf"([+-]?)\s*({_NUM})\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*\{{?\s*([+-]?\d+)\s*\}}?\s*(%?)")
+_FRAC = re.compile(rf"([+-]?)\s*\\[dt]?frac\s*(?:\{{\s*({_NUM})\s*\}}|(\d))\s*(?:\{{\s*({_NUM})\s*\}}|(\d))\s*(%?)")
+
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox|operatorname|boxed)\s*\{([^{}]*)\}")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree")
+_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
+_RELATION = re.compile(r"=|\\approx|≈")
+_PERCENT_WORDS = {"percent", "per cent", "pct", "percentage points"}
+_DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "{,}", "\\$", "$", "~")  # "\\$" before "$"
+
+
+def _clean(text: str) -> str:
+    s = text.strip().replace("−", "-").replace("\\%", "%").replace("\\ ", " ")
+    for token in _DROP:
+        s = s.replace(token, "")
+    s = _TEXT_WRAPPER.sub(r" \1 ", s)
+    s = _DEGREES.sub("", s)
+    relations = _RELATION.findall(s)
+    if len(relations) == 1:  # "x = 3" -> "3"; with two ("x = 2 or x = 3") it stays unreadable
+        s = s[s.rindex(relations[0]) + len(relations[0]):]
+    s = _PREFIX.sub("", s.strip())
+    return s.strip().strip("*").rstrip(".").strip()
+
+
+def _to_float(num: str) -> float:
+    return float(num.replace(",", ""))
+
+
+def parse_number(text: str | None) -> Number | None:
+    """`text` read as a single number (see the module docstring), or None."""
+    if not text or len(text) > 200:
+        return None
+    s = _clean(text)
+    try:
+        if m := _PLAIN.fullmatch(s):
+            sign, num, den, pct, unit = m.groups()
+            value = _to_float(num) / (_to_float(den) if den else 1.0)
+            percent = bool(pct) or (unit or "").lower() in _PERCENT_WORDS
+        elif m := _SCIENTIFIC.fullmatch(s):
+            sign, num, exp, pct = m.groups()
+            value, percent = _to_float(num) * 10.0 ** int(exp), bool(pct)
+        elif m := _FRAC.fullmatch(s):
+            sign, num_braced, num_digit, den_braced, den_digit, pct = m.groups()
+            value = _to_float(num_braced or num_digit) / _to_float(den_braced or den_digit)
+            percent = bool(pct)
+        else:
+            return None
+    except (ZeroDivisionError, OverflowError, ValueError):
+        return None
+    if not math.isfinite(value):
+        return None
+    return Number(-value if sign == "-" else value, percent)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def numbers_equal(a: Number, b: Number) -> bool:
+    """Equal within tolerance; a percent on one side only may mean either x or x/100."""
+    if a.percent == b.percent:
+        return _close(a.value, b.value)
+    pct, other = (a, b) if a.percent else (b, a)
+    return _close(pct.value, other.value) or _close(pct.value / 100.0, other.value)
