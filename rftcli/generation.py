@@ -94,3 +94,24 @@ def generate(model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], sett
             group.append(Sample(text=text, token_ids=ids, logprobs=logps[k, :end].tolist(), finish_reason=reason))
         results.append(group)
     return results
+
+
+def extend_inputs(inputs: Mapping[str, Any], completion_ids: torch.Tensor) -> dict[str, Any]:
+    """Prompt inputs + completion tokens, ready for one teacher-forced forward pass.
+
+    Per-token tensors of the prompt ([B, L]) are extended by the completion ([B, T]): input ids by the
+    tokens, the attention mask by ones, token-type ids (e.g. `mm_token_type_ids`) by zeros (text).
+    """
+    prompt_len = inputs["input_ids"].shape[1]
+    out = dict(inputs)
+    for key, value in inputs.items():
+        if not (isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == prompt_len):
+            continue
+        if key == "input_ids":
+            tail = completion_ids.to(value)
+        elif key == "attention_mask":
+            tail = torch.ones_like(completion_ids, dtype=value.dtype)
+        else:
+            tail = torch.zeros_like(completion_ids, dtype=value.dtype)
+        out[key] = torch.cat([value, tail.to(value.device)], dim=1)
+    return out

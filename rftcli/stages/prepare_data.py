@@ -113,17 +113,29 @@ def _image_item(value: Any, base_dir: Path, where: str) -> dict[str, Any]:
     if not isinstance(value, str) or not value:
         raise BadRow(f"{where}, column 'images': expected an image path or base64 string, got {value!r}")
     if value.startswith("data:"):
-        value = value.partition(",")[2]
-    else:
-        path = Path(value) if Path(value).is_absolute() else base_dir / value
-        if path.is_file():
-            return {"bytes": path.read_bytes(), "path": value}
-        if len(value) < 256:
-            raise BadRow(f"{where}, column 'images': image file {path} not found")
+        decoded = _b64_image(value.partition(",")[2])
+        if decoded is None:
+            raise BadRow(f"{where}, column 'images': data URI is not valid base64")
+        return {"bytes": decoded, "path": None}
+    path = Path(value) if Path(value).is_absolute() else base_dir / value
+    if path.is_file():
+        return {"bytes": path.read_bytes(), "path": value}
+    decoded = _b64_image(value)
+    if decoded is None:
+        raise BadRow(f"{where}, column 'images': image file {path} not found")
+    return {"bytes": decoded, "path": None}
+
+
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def _b64_image(text: str) -> bytes | None:
+    """Decoded bytes if `text` is base64 of an image file, else None (then it was meant as a path)."""
     try:
-        return {"bytes": base64.b64decode(value, validate=True), "path": None}
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRow(f"{where}, column 'images': neither an existing file nor valid base64") from None
+        return None
+    return data if data.startswith(_IMAGE_MAGIC) else None
 
 
 def _check_image(data: bytes, where: str) -> None:

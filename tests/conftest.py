@@ -1,0 +1,46 @@
+"""Shared fixtures: the tiny built-in model and a small counting dataset, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY = "builtin:tiny-qwen2.5-vl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny model saved to a local folder, so tests also exercise loading from a path."""
+    from rftcli import tiny_model
+
+    return tiny_model.build(TINY, tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    from rftcli.stages import prepare_data
+
+    out = tmp_path_factory.mktemp("data") / "counting.parquet"
+    prepare_data.run(prepare_data.Config(out=out, task="counting", num=48, test_fraction=0.25))
+    return out
+
+
+@pytest.fixture(scope="session")
+def rollouts(tmp_path_factory, dataset, tiny_model_dir) -> Path:
+    from rftcli.stages import rollout
+
+    out = tmp_path_factory.mktemp("rollouts") / "rollouts.parquet"
+    rollout.run(rollout.Config(dataset=dataset, model=str(tiny_model_dir), out=out, num_generations=3,
+                               max_new_tokens=8, limit=6, batch_size=4, seed=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sft_adapter(tmp_path_factory, dataset) -> Path:
+    from rftcli.stages import sft_coldstart
+
+    out = tmp_path_factory.mktemp("ckpt") / "sft"
+    sft_coldstart.run(sft_coldstart.Config(dataset=dataset, model=TINY, out=out, max_steps=4, batch_size=4,
+                                           learning_rate=1e-2, logging_steps=1))
+    return out
