@@ -2,7 +2,8 @@
 `--config` YAML < flags), calls the stage's `run`, and prints a rich summary. Heavy libraries are
 imported inside commands so `rftcli --help` stays instant.
 
-Exit codes: 0 success, 1 bad input or failed stage (one-line `error:` message on stderr), 2 usage.
+Exit codes: 0 success; 2 bad usage, settings or input data (one-line `error:` on stderr naming the file,
+row and column); 1 an internal failure (one line; `rftcli --debug ...` shows the traceback).
 """
 
 from __future__ import annotations
@@ -49,25 +50,56 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_DEBUG = {"on": False}
+
+
 @app.callback()
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                               help="Print the version and exit.")] = False) -> None:
+                                               help="Print the version and exit.")] = False,
+         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of failures.")] = False) -> None:
     """rftcli"""
+    _DEBUG["on"] = debug
+    _quiet_libraries()
 
 
-def fail(message: str) -> None:
+def _quiet_libraries() -> None:
+    """Silence library chatter that is not about the user's run."""
+    import logging
+    import warnings
+
+    # bitsandbytes on CPUs with AVX512-BF16 looks for an optional kernel package and warns when absent.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # Deprecation notices addressed to library developers (renamed arguments inside transformers/peft).
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
+
+
+def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 @contextmanager
 def errors_as_messages() -> Iterator[None]:
-    """Expected failures (bad input, existing output, bad settings) become one line and exit 1."""
+    """Bad input, settings or an existing output: one line, exit 2. Anything else is internal: one
+    line, exit 1, and the traceback with --debug."""
     try:
         yield
-    except (ValueError, FileExistsError, FileNotFoundError, KeyError, ImportError) as err:
-        text = str(err).strip().splitlines()
-        fail(text[0] if text else type(err).__name__)
+    except typer.Exit:
+        raise
+    except (ValueError, FileExistsError, FileNotFoundError, ImportError) as err:
+        if _DEBUG["on"]:
+            raise
+        fail(_first_line(err), code=2)
+    except Exception as err:
+        if _DEBUG["on"]:
+            raise
+        fail(f"internal error ({type(err).__name__}): {_first_line(err)}; rerun with --debug for the traceback",
+             code=1)
 
 
 def make_config(ctx: typer.Context, cls: type, config_path: Path | None, params: dict[str, Any],

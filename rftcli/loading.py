@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rftcli import tiny_model
-from rftcli.manifest import model_identity, read_checkpoint_manifest
+from rftcli.manifest import read_checkpoint_manifest
 from rftcli.processor_compat import ensure_processor_loads_without_torchvision
 
 _BUILT: dict[str, Path] = {}
@@ -58,11 +58,6 @@ def adapter_base(spec: str, base: str | None = None) -> str:
     if not cfg.get("base_model_name_or_path"):
         raise ValueError(f"{spec}: adapter names no base model; pass --base")
     return cfg["base_model_name_or_path"]
-
-
-def identity(spec: str) -> dict[str, str]:
-    """Path and content hash of a model argument (what rollouts record as their policy)."""
-    return model_identity(spec)
 
 
 def default_device() -> str:

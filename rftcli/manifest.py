@@ -58,19 +58,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def model_identity(spec: str) -> dict[str, str]:
-    """Name and content hash of a model argument: a local folder is hashed; a hub id or a built-in
-    name is recorded as given (a built-in is deterministic, so its name is its identity)."""
-    p = Path(spec)
-    if p.is_dir():
-        return {"path": str(p), "hash": content_hash(p)}
-    return {"path": spec, "hash": spec}
-
-
 def make_manifest(stage: str, config: Any, inputs: dict[str, str | Path] | None = None, seed: int | None = None,
                   **extra: Any) -> dict[str, Any]:
     """Build the manifest of one stage run. `inputs` maps a role ("dataset", "model") to a path; files
-    and folders are hashed, other strings (hub ids, built-in names) are recorded as they are."""
+    and folders are hashed, other strings (hub ids, built-in names: deterministic, so their name is
+    their identity) are recorded as they are."""
     recorded = {}
     for role, value in (inputs or {}).items():
         p = Path(value)

@@ -35,9 +35,9 @@ def test_help_has_an_example_and_the_readme_mentions_it(command):
     assert f"rftcli {command}" in (ROOT / "README.md").read_text()
 
 
-def test_missing_required_settings_exit_1_with_one_line():
+def test_missing_required_settings_exit_2_with_one_line():
     result = invoke("rollout", "--out", "x.parquet")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "missing --dataset, --model" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -45,7 +45,7 @@ def test_missing_required_settings_exit_1_with_one_line():
 def test_wrong_schema_input_fails_cleanly(tmp_path, dataset):
     out = tmp_path / "s.parquet"
     result = invoke("score", "--rollouts", str(dataset), "--out", str(out))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert re.search(r"error: .*counting.parquet: is a dataset table, expected rollouts or scores", result.output)
     assert not out.exists()
 
@@ -55,7 +55,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert invoke("prepare-data", "--task", "counting", "--num", "5", "--out", str(out)).exit_code == 0
     before = out.read_bytes()
     result = invoke("prepare-data", "--task", "counting", "--num", "6", "--out", str(out))
-    assert result.exit_code == 1 and "pass --overwrite" in result.output
+    assert result.exit_code == 2 and "pass --overwrite" in result.output
     assert out.read_bytes() == before
     assert invoke("prepare-data", "--task", "counting", "--num", "6", "--out", str(out), "--overwrite").exit_code == 0
 
@@ -74,13 +74,27 @@ def test_flags_win_over_yaml_and_unknown_keys_are_named(tmp_path):
     assert manifest["config"]["num"] == 4 and manifest["config"]["seed"] == 3
     cfg_file.write_text("task: counting\nnumm: 7\n")
     result = invoke("prepare-data", "--config", str(cfg_file), "--out", str(tmp_path / "e.parquet"))
-    assert result.exit_code == 1 and "c.yaml: unknown setting 'numm'" in result.output
+    assert result.exit_code == 2 and "c.yaml: unknown setting 'numm'" in result.output
     assert build_config(prepare_data.Config, None, {"out": "x", "task": "counting"}).out == Path("x")
 
 
 def test_bad_reward_name_is_a_clean_error(tmp_path, rollouts):
     result = invoke("score", "--rollouts", str(rollouts), "--out", str(tmp_path / "s.parquet"), "-r", "nope")
-    assert result.exit_code == 1 and "unknown reward 'nope'" in result.output
+    assert result.exit_code == 2 and "unknown reward 'nope'" in result.output
+
+
+def test_internal_errors_are_one_line_exit_1_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+    from rftcli.stages import prepare_data
+
+    def boom(config):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(prepare_data, "run", boom)
+    result = invoke("prepare-data", "--task", "counting", "--out", str(tmp_path / "d.parquet"))
+    assert result.exit_code == 1
+    assert "internal error (RuntimeError): disk on fire" in result.output and "Traceback" not in result.output
+    result = invoke("--debug", "prepare-data", "--task", "counting", "--out", str(tmp_path / "d.parquet"))
+    assert isinstance(result.exception, RuntimeError)
 
 
 def test_version():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -250,3 +251,34 @@ def test_eval_two_models_side_by_side(tmp_path, dataset, sft_adapter):
         assert s["accuracy"] == result.summary["models"][label]["accuracy"]
     rows = art.table.to_pylist()
     assert all(r["correct"] == (r["reward_accuracy"] == 1.0) for r in rows)
+
+
+def test_every_table_opens_in_pandas_duckdb_polars_and_datasets(tmp_path, dataset, rollouts):
+    import datasets
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    scores = tmp_path / "scores.parquet"
+    score.run(score.Config(rollouts=rollouts, out=scores))
+    for path, n in [(dataset, 48), (rollouts, 18), (scores, 18)]:
+        assert len(pd.read_parquet(path)) == n
+        assert duckdb.sql(f"select count(*) from '{path}'").fetchall() == [(n,)]
+        assert pl.read_parquet(path).height == n
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
+        assert isinstance(ds[0]["images"][0], Image.Image)
+    ds = datasets.load_dataset("parquet", data_files=str(scores), split="train", cache_dir=str(tmp_path / "hf"))
+    assert isinstance(ds[0]["completion_ids"][0], int) and isinstance(ds[0]["reward"], float)
+
+
+def test_examples_convert_and_score(tmp_path, rollouts):
+    root = Path(__file__).resolve().parent.parent / "examples"
+    out = tmp_path / "vqa.parquet"
+    assert prepare_data.run(prepare_data.Config(out=out, input=root / "vqa_rows.jsonl")).rows == 3
+    rows = read_table(out, "dataset").table.to_pylist()
+    assert [r["answer_type"] for r in rows] == ["number", "choice", "text"] and len(rows[2]["images"]) == 1
+    scores = tmp_path / "s.parquet"
+    score.run(score.Config(rollouts=rollouts, out=scores,
+                           rewards=(f"{root}/my_rewards.py:brevity", f"{root}/my_rewards.py:answer_is_digit")))
+    table = read_table(scores, "scores").table
+    assert all(0 <= v <= 1 for v in table.column("reward_brevity").to_pylist())

@@ -82,7 +82,7 @@ def select_split(table, split: str | None):
 
 def run(config: Config, progress: bool = True) -> Result:
     from rftcli.generation import SamplingSettings, generate
-    from rftcli.loading import default_device, identity, load_model
+    from rftcli.loading import default_device, load_model
 
     data = read_table(config.dataset, "dataset")
     table = select_split(data.table, config.split)
@@ -90,8 +90,8 @@ def run(config: Config, progress: bool = True) -> Result:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
         raise ValueError(f"{config.dataset}: no rows in split {config.split!r}")
-    policy = identity(config.model)
     manifest = make_manifest("rollout", config, {"dataset": config.dataset, "model": config.model}, seed=config.seed)
+    policy = manifest["inputs"]["model"]  # path and content hash (a hub id or built-in name: as given)
     loaded = load_model(config.model, base=config.base, dtype=config.dtype, device=default_device(),
                         trust_remote_code=config.trust_remote_code)
     loaded.model.eval()
