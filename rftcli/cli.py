@@ -74,7 +74,10 @@ def _quiet_libraries() -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: file names and messages may hold square brackets that rich would read as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -149,21 +152,46 @@ PD = _defaults("prepare_data")
 def prepare_data(
     ctx: typer.Context,
     out: OutOpt = None,
-    task: Annotated[Optional[str], typer.Option(help="Built-in synthetic task: counting.")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL or Parquet file to convert.")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="Built-in synthetic task: counting, comparison, arithmetic, grounding.")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help=(
+        "File or folder to convert: .jsonl, .json, .csv/.tsv, .parquet, a datasets save_to_disk folder, "
+        "images with a labels file, the Geometry3K folder."))] = None,
+    format: Annotated[str, typer.Option(
+        "--format", help="Input layout: auto, rows, llava, mathvista, geometry3k, clevr, refcoco.")] = PD.format,
     num: Annotated[int, typer.Option(help="Rows to generate for --task.")] = PD.num,
     task_options: Annotated[Optional[list[str]], typer.Option(
-        "--task-option", help="Task knob key=value, repeatable (counting: image_size, max_count, distractors).")] = None,
+        "--task-option", help="Task knob key=value, repeatable (see each task's docstring).")] = None,
     map: Annotated[Optional[list[str]], typer.Option("--map", help="Rename input column src=dst, repeatable.")] = None,
-    instruction: Annotated[Optional[str], typer.Option(help="Instruction appended to prompts ('' for none).")] = None,
+    system: Annotated[Optional[str], typer.Option(help="System prompt for rows without one: think or your text.")] = None,
+    instruction: Annotated[Optional[str], typer.Option(help=(
+        "Instruction for prompts: think (default), answer, boxed, none, your text, or a template with "
+        "{question}."))] = None,
+    question: Annotated[Optional[str], typer.Option(help="Prompt for input rows that have none.")] = None,
+    image_root: Annotated[Optional[Path], typer.Option(help="Folder relative image paths start from.")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Shrink larger images to this many pixels.")] = None,
+    min_pixels: Annotated[Optional[int], typer.Option(help="Enlarge smaller images to this many pixels.")] = None,
+    max_image_pixels: Annotated[int, typer.Option(
+        help="Refuse images above this many pixels (decompression-bomb guard).")] = PD.max_image_pixels,
+    video_frames: Annotated[int, typer.Option(help="Frames sampled from each video.")] = PD.video_frames,
+    box_format: Annotated[str, typer.Option(help="Source boxes: auto, xyxy or xywh.")] = PD.box_format,
+    box_units: Annotated[str, typer.Option(help="Source boxes: auto, pixel, normalized, norm1000.")] = PD.box_units,
+    dedupe: Annotated[bool, typer.Option(
+        "--dedupe/--keep-duplicates", help="Drop input rows repeating an earlier row's content.")] = PD.dedupe,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Write good rows and a rejects table instead of stopping at a bad row.")] = False,
+    rejects: Annotated[Optional[Path], typer.Option(
+        help="Rejects Parquet for --skip-bad (default <out>.rejects.parquet).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of rows in the test split.")] = PD.test_fraction,
     val_fraction: Annotated[float, typer.Option(help="Share of rows in the val split.")] = PD.val_fraction,
     limit: LimitOpt = None,
+    shuffle: Annotated[bool, typer.Option("--shuffle", help="Shuffle rows (seeded by --seed).")] = False,
+    shuffle_buffer: Annotated[int, typer.Option(help="Rows held for --shuffle.")] = PD.shuffle_buffer,
     seed: SeedOpt = PD.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Make a dataset Parquet from a built-in task or a JSONL/Parquet file.
+    """Make a dataset Parquet from a built-in task or from data in a published layout.
 
     Example: rftcli prepare-data --task counting --num 2000 --out data/counting.parquet
     """
@@ -172,7 +200,7 @@ def prepare_data(
     cfg = make_config(ctx, stage.Config, config, locals().copy())
     with errors_as_messages():
         result = stage.run(cfg)
-    out_console.print(_table(f"dataset {result.path}", [("rows", result.rows), *sorted(result.splits.items())]))
+    out_console.print(_table(f"dataset {result.path}", stage.describe(result)))
 
 
 # ---------------------------------------------------------------- sft-coldstart
@@ -182,22 +210,40 @@ SF = _defaults("sft_coldstart")
 @app.command("sft-coldstart")
 def sft_coldstart(
     ctx: typer.Context,
-    dataset: DatasetOpt = None,
+    dataset: Annotated[Optional[Path], typer.Option(
+        "--dataset", "-d", help="dataset Parquet, or rollouts/scores Parquet to distil (completions become targets).")] = None,
     model: ModelOpt = None,
     out: OutOpt = None,
     split: SplitOpt = SF.split,
     full: Annotated[bool, typer.Option(help="Train all weights instead of a LoRA adapter.")] = SF.full,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = SF.lora_r,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = SF.lora_alpha,
-    lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower.")] = SF.lora_vision,
-    load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base.")] = SF.load_in_4bit,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = SF.lora_dropout,
+    lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower and projector.")] = SF.lora_vision,
+    target_modules: Annotated[Optional[str], typer.Option(
+        help="Adapt only these linear layers, comma-separated (e.g. q_proj,v_proj); default: all of the "
+             "language model's.")] = None,
+    load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base, double quantization.")] = SF.load_in_4bit,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = SF.learning_rate,
     lr_scheduler: Annotated[str, typer.Option(help="Learning-rate schedule.")] = SF.lr_scheduler,
+    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = SF.warmup_ratio,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = SF.epochs,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps (-1: use --epochs).")] = SF.max_steps,
     batch_size: Annotated[int, typer.Option(help="Sequences per device per step.")] = SF.batch_size,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = SF.grad_accum,
+    max_length: Annotated[Optional[int], typer.Option(help="Truncate sequences to N tokens.")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    packing: Annotated[bool, typer.Option(
+        help="Not supported: TRL does not pack vision-language data; refused.")] = False,
+    min_reward: Annotated[Optional[float], typer.Option(
+        help="Distil only completions with --reward-column >= this (scores input).")] = None,
+    reward_column: Annotated[str, typer.Option(help="Column for --min-reward, e.g. reward_accuracy.")] = SF.reward_column,
+    eval_split: Annotated[Optional[str], typer.Option(help="Split to report eval_loss on, e.g. val.")] = None,
+    eval_dataset: Annotated[Optional[Path], typer.Option(help="Table of --eval-split (default: --dataset).")] = None,
+    eval_steps: Annotated[Optional[int], typer.Option(help="Also evaluate every N steps.")] = None,
+    save_steps: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
+    save_total_limit: Annotated[Optional[int], typer.Option(help="Checkpoints kept in OUT.work/.")] = SF.save_total_limit,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT.work/ (same settings).")] = False,
     logging_steps: Annotated[int, typer.Option(help="Log every N steps.")] = SF.logging_steps,
     report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb.")] = SF.report_to,
     limit: LimitOpt = None,
@@ -210,14 +256,23 @@ def sft_coldstart(
     """Supervised cold start (TRL SFTTrainer, loss on the assistant turn) -> adapter or full model folder.
 
     Example: rftcli sft-coldstart -d data/counting.parquet -m builtin:small-qwen2.5-vl --out out/sft
+
+    Distil from your own samples: rftcli sft-coldstart -d out/scores.parquet --min-reward 1
+    --reward-column reward_accuracy -m MODEL --out out/sft-rs. With --save-steps N, a killed run
+    continues with the same command plus --resume.
     """
     from rftcli.stages import sft_coldstart as stage
 
     cfg = make_config(ctx, stage.Config, config, locals().copy())
     with errors_as_messages():
         result = stage.run(cfg)
-    out_console.print(_table(f"checkpoint {result.path}", [("rows", result.rows), ("steps", result.steps),
-                                                           ("train loss", result.train_loss)]))
+    rows = [("rows", f"{result.rows} of {result.rows_read}" if result.rows != result.rows_read else result.rows),
+            ("steps", result.steps), ("train loss", result.train_loss)]
+    if result.eval_loss is not None:
+        rows.append(("eval loss", result.eval_loss))
+    if result.resumed_from is not None:
+        rows.append(("resumed from step", result.resumed_from))
+    out_console.print(_table(f"checkpoint {result.path}", rows))
 
 
 # ---------------------------------------------------------------- rollout
@@ -237,7 +292,13 @@ def rollout(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling (1 = off).")] = RO.top_p,
     top_k: Annotated[int, typer.Option(help="Top-k sampling (0 = off).")] = RO.top_k,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per completion.")] = RO.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = RO.batch_size,
+    stop: Annotated[Optional[list[str]], typer.Option(
+        "--stop", help="Stop string, repeatable: a completion ends with the token that completes it.")] = None,
+    batch_size: Annotated[str, typer.Option(
+        help="Prompts per generate call, or auto (halves on out-of-memory).")] = str(RO.batch_size),
+    backend: Annotated[str, typer.Option(help="hf, or vllm (pip extra 'vllm'; CUDA only; untested).")] = RO.backend,
+    check_logprobs: Annotated[int, typer.Option(
+        help="Recompute the first N groups' log-probs with a forward pass; print the max difference.")] = RO.check_logprobs,
     limit: LimitOpt = None,
     dtype: DtypeOpt = RO.dtype,
     trust_remote_code: RemoteCodeOpt = False,
@@ -247,6 +308,8 @@ def rollout(
 ) -> None:
     """Sample G completions per prompt with their per-token log-probs -> rollouts Parquet.
 
+    Resumable: finished prompts go to <out>.parts/; rerun the same command after a crash to continue.
+
     Example: rftcli rollout -d data/counting.parquet -m out/sft -n 8 --out out/rollouts.parquet
     """
     from rftcli.stages import rollout as stage
@@ -254,9 +317,14 @@ def rollout(
     cfg = make_config(ctx, stage.Config, config, locals().copy())
     with errors_as_messages():
         result = stage.run(cfg)
-    out_console.print(_table(f"rollouts {result.path}", [("prompts", result.prompts), ("rows", result.rows),
-                                                         ("mean tokens", result.mean_tokens),
-                                                         *sorted(result.finish_reasons.items())]))
+    rows = [("prompts", result.prompts), ("rows", result.rows), ("resumed prompts", result.resumed_prompts),
+            ("batch size", result.batch_size if result.batch_size is not None else "-"),
+            ("tokens/s", result.tokens_per_s)]
+    rows += [(f"finish {k}", v) for k, v in result.finish_reasons.items()]
+    rows += [(f"tokens {k}", v) for k, v in result.lengths.items()]
+    if result.max_logprob_diff is not None:
+        rows += [("max |logprob diff|", result.max_logprob_diff)]
+    out_console.print(_table(f"rollouts {result.path}", rows))
 
 
 # ---------------------------------------------------------------- score
@@ -266,10 +334,18 @@ def score(
     rollouts: Annotated[Optional[Path], typer.Option("--rollouts", help="Input rollouts Parquet file.")] = None,
     out: OutOpt = None,
     rewards: RewardOpt = None,
+    workers: Annotated[int, typer.Option(help="Worker processes; 1: this process; 0: one per core for "
+                                              "inputs over 4096 rows.")] = _defaults("score").workers,
+    timeout: Annotated[float, typer.Option(help="Seconds a reward may spend on one row (0: no limit).")
+                       ] = _defaults("score").timeout,
+    on_error: Annotated[str, typer.Option(help="Value of a row whose reward raised or timed out: abstain "
+                                               "(null) or zero.")] = _defaults("score").on_error,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Apply reward functions to rollouts -> scores Parquet with reward_<name> columns and a total.
+
+    Prints means, group statistics, failures and reward-hacking signals; the manifest keeps them too.
 
     Example: rftcli score --rollouts out/rollouts.parquet -r accuracy=1 -r format=0.2 --out out/scores.parquet
     """
@@ -280,8 +356,11 @@ def score(
         result = stage.run(cfg)
     rows = [("rows", result.rows), ("groups", result.groups)]
     rows += [(f"mean {k}", v) for k, v in result.mean.items()]
-    rows += [("zero-variance groups", result.zero_variance_groups)]
+    rows += [("mean group std", result.group_std), ("zero-variance groups", result.zero_variance_groups)]
     rows += [(f"errors {k}", v) for k, v in result.errors.items()]
+    rows += [(f"timeouts {k}", v) for k, v in result.timeouts.items()]
+    rows += [(k.replace("_", " "), v) for k, v in result.diagnostics.items()]
+    rows += [("workers", result.workers), ("rows/s", result.rows / max(result.seconds, 1e-9))]
     out_console.print(_table(f"scores {result.path}", rows))
 
 
@@ -305,19 +384,41 @@ def train_grpo(
     epsilon_high: Annotated[Optional[float], typer.Option(help="Upper clip range (DAPO clip-higher).")] = None,
     loss_type: Annotated[str, typer.Option(help="grpo, dr_grpo, dapo, bnpo, cispo, sapo.")] = TG.loss_type,
     scale_rewards: Annotated[str, typer.Option(help="group, batch or none.")] = TG.scale_rewards,
-    num_iterations: Annotated[int, typer.Option(help="Updates per generated batch.")] = TG.num_iterations,
+    num_iterations: Annotated[int, typer.Option(
+        help="Updates per generated batch (offline: passes over the table).")] = TG.num_iterations,
+    importance_sampling_level: Annotated[str, typer.Option(
+        help="Importance ratio per token, or per sequence (GSPO).")] = TG.importance_sampling_level,
+    mask_truncated_completions: Annotated[bool, typer.Option(
+        help="Leave completions cut off at the length limit out of the loss (DAPO).")] = False,
+    top_entropy_quantile: Annotated[float, typer.Option(
+        help="Train only on this top share of tokens by entropy (1: all).")] = TG.top_entropy_quantile,
+    rollouts: Annotated[Optional[Path], typer.Option(
+        "--rollouts", help="Offline: a scores Parquet to update from instead of sampling (no --dataset).")] = None,
+    dynamic_sampling: Annotated[bool, typer.Option(
+        help="Offline: drop groups whose rewards do not vary (DAPO) and report how many.")] = False,
+    allow_policy_mismatch: Annotated[bool, typer.Option(
+        help="Offline: accept rollouts sampled from another checkpoint than --model.")] = False,
+    use_vllm: Annotated[bool, typer.Option(help="Online: generate with vLLM (CUDA; not with --load-in-4bit).")] = False,
+    vllm_mode: Annotated[str, typer.Option(help="colocate or server (a running `trl vllm-serve`).")] = TG.vllm_mode,
     full: Annotated[bool, typer.Option(help="Train all weights instead of LoRA.")] = TG.full,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = TG.lora_r,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = TG.lora_alpha,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = TG.lora_dropout,
     lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower.")] = TG.lora_vision,
+    target_modules: Annotated[Optional[str], typer.Option(
+        help="Adapt only these linear layers, comma-separated (e.g. q_proj,v_proj).")] = None,
     load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base.")] = TG.load_in_4bit,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = TG.learning_rate,
     lr_scheduler: Annotated[str, typer.Option(help="Learning-rate schedule.")] = TG.lr_scheduler,
+    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = TG.warmup_ratio,
     epochs: Annotated[float, typer.Option(help="Passes over the prompts.")] = TG.epochs,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps (-1: use --epochs).")] = TG.max_steps,
     batch_size: Annotated[int, typer.Option(help="Completions per device per step.")] = TG.batch_size,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = TG.grad_accum,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
+    save_steps: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
+    save_total_limit: Annotated[Optional[int], typer.Option(help="Checkpoints kept in OUT.work/.")] = TG.save_total_limit,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT.work/ (same settings).")] = False,
     logging_steps: Annotated[int, typer.Option(help="Log every N steps.")] = TG.logging_steps,
     report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb.")] = TG.report_to,
     limit: LimitOpt = None,
@@ -327,18 +428,27 @@ def train_grpo(
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """GRPO with TRL's GRPOTrainer and rftcli's rewards -> adapter or full model folder.
+    """GRPO -> adapter or full model folder: online (TRL GRPOTrainer samples, rftcli's rewards score) or
+    offline from a scores table (--rollouts).
 
     Example: rftcli train-grpo -d data/counting.parquet -m out/sft -r accuracy=1 -r format=0.2 --out out/grpo
+
+    Offline, after rollout and score with the same model: rftcli train-grpo --rollouts out/scores.parquet
+    -m out/sft --dynamic-sampling --out out/grpo. With --save-steps N, a killed run continues with the
+    same command plus --resume; several GPUs: the same command under accelerate launch or torchrun.
     """
     from rftcli.stages import train_grpo as stage
 
     cfg = make_config(ctx, stage.Config, config, locals().copy())
     with errors_as_messages():
         result = stage.run(cfg)
-    out_console.print(_table(f"checkpoint {result.path}", [("steps", result.steps), ("train loss", result.train_loss),
-                                                           ("reward first log", result.reward_first),
-                                                           ("reward last log", result.reward_last)]))
+    rows = [("mode", result.mode), ("steps", result.steps), ("train loss", result.train_loss),
+            ("reward first log", result.reward_first), ("reward last log", result.reward_last)]
+    if result.groups is not None:
+        rows += [("groups", result.groups), ("dropped (zero variance)", result.dropped_groups)]
+    if result.resumed_from is not None:
+        rows.append(("resumed from step", result.resumed_from))
+    out_console.print(_table(f"checkpoint {result.path}", rows))
 
 
 # ---------------------------------------------------------------- merge
@@ -352,7 +462,8 @@ def merge(
     out: OutOpt = None,
     base: Annotated[Optional[str], typer.Option(help="Base model (default: from the adapter's manifest).")] = None,
     dtype: Annotated[str, typer.Option(help="Saved dtype: float32, bfloat16, float16.")] = MG.dtype,
-    tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference.")] = MG.tolerance,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference (merged vs adapter, saved vs "
+                                                  "merged); above it nothing is written.")] = MG.tolerance,
     trust_remote_code: RemoteCodeOpt = False,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -360,15 +471,20 @@ def merge(
     """Merge a LoRA/QLoRA adapter into its full-precision base -> standalone model folder, verified.
 
     Example: rftcli merge --adapter out/grpo --out out/merged
+
+    The folder is laid out as transformers and vLLM load a Hub checkpoint (safetensors, processor, chat template).
     """
     from rftcli.stages import merge as stage
 
     cfg = make_config(ctx, stage.Config, config, locals().copy())
     with errors_as_messages():
         result = stage.run(cfg)
-    out_console.print(_table(f"model {result.path}", [("base", result.base),
-                                                      ("max |logit diff| vs adapter", result.max_logit_diff),
-                                                      ("adapter's effect on logits", result.adapter_effect)]))
+    rows = [("base", result.base), ("max |logit diff| vs adapter", result.max_logit_diff),
+            ("saved files vs merged", result.saved_logit_diff)]
+    if cfg.dtype != "float32":
+        rows.append((f"{cfg.dtype} rounding effect", result.rounding_effect))
+    rows.append(("adapter's effect on logits", result.adapter_effect))
+    out_console.print(_table(f"model {result.path}", rows))
 
 
 # ---------------------------------------------------------------- eval
@@ -379,12 +495,21 @@ EV = _defaults("eval")
 def eval_(
     ctx: typer.Context,
     dataset: DatasetOpt = None,
-    models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model to evaluate, repeatable.")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model to evaluate, repeatable; the first is the baseline.")] = None,
     out: OutOpt = None,
     labels: Annotated[Optional[list[str]], typer.Option("--label", help="Name per --model, repeatable.")] = None,
-    split: SplitOpt = EV.split,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = EV.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = EV.batch_size,
+    preset: Annotated[Optional[str], typer.Option(help="Benchmark preset: mathvista, geometry3k, clevr-count, refcoco.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split, or all (default: test; presets: all).")] = None,
+    samples: Annotated[int, typer.Option("--samples", "-k", help="Completions per prompt: 1 greedy; k > 1 gives pass@k and maj@k.")] = EV.samples,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature when --samples > 1.")] = EV.temperature,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling when --samples > 1 (1 = off).")] = EV.top_p,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Most tokens per answer (default 64; presets more).")] = None,
+    scorer: Annotated[Optional[str], typer.Option(help="Reward whose 1.0 marks a correct answer (default accuracy).")] = None,
+    rewards: Annotated[Optional[list[str]], typer.Option(
+        "--reward", "-r", help="Further reward reported by its mean, repeatable: built-in, pkg.module:fn or file.py:fn.")] = None,
+    category_key: Annotated[Optional[str], typer.Option(help="Column or metadata field for accuracy by category.")] = None,
+    metrics: Annotated[Optional[list[Path]], typer.Option("--metrics", help="Training metrics.jsonl for reward/KL curves, repeatable.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call (halved on out-of-memory).")] = EV.batch_size,
     limit: LimitOpt = None,
     dtype: DtypeOpt = EV.dtype,
     trust_remote_code: RemoteCodeOpt = False,
@@ -392,22 +517,26 @@ def eval_(
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Evaluate one or more models (greedy) -> results.parquet + summary.json, and a side-by-side table.
+    """Evaluate models side by side -> results.parquet, summary.json, flips.json, report.md (+ charts).
+
+    Greedy, or --samples k for pass@k and maj@k; --preset for MathVista, Geometry3K, CLEVR counting or
+    RefCOCO data converted by prepare-data. Rerun a killed eval with the same settings to resume it.
 
     Example: rftcli eval -d data/counting.parquet -m builtin:small-qwen2.5-vl -m out/sft -m out/grpo --out out/eval
     """
+    from rftcli.report import terminal_tables
     from rftcli.stages import eval as stage
 
     cfg = make_config(ctx, stage.Config, config, locals().copy())
     with errors_as_messages():
         result = stage.run(cfg)
-    t = Table(title=f"eval on split {result.summary['split']} ({result.path})", title_justify="left")
-    for col in ("model", "accuracy", "format", "mean tokens", "truncated", "tokens/s"):
-        t.add_column(col)
-    for label, s in result.summary["models"].items():
-        t.add_row(label, f"{s['accuracy']:.3f}", f"{s['format_rate']:.3f}", f"{s['mean_tokens']:.1f}",
-                  f"{s['truncation_rate']:.3f}", f"{s['tokens_per_s']:.0f}")
-    out_console.print(t)
+    for table in terminal_tables(result.summary):
+        out_console.print(table)
+    resumed = [label for label, s in result.summary["models"].items() if s["resumed"]]
+    if resumed:
+        out_console.print(f"resumed: reused finished prompts of {', '.join(resumed)} from the work folder")
+    skipped = result.summary["report"]["charts_skipped"]
+    out_console.print(f"report: {result.path / 'report.md'}" + (f" (charts skipped: {skipped})" if skipped else ""))
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m rftcli`

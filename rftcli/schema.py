@@ -11,6 +11,7 @@ Tables and what each stage adds (stages add columns, never rename or drop what c
     scores    score          rollouts columns + reward (weighted total) + one reward_<name> per function
     eval      eval           dataset columns except images + model, model_path, sample_index,
                              completion, num_tokens, finish_reason, correct, format_ok, reward_<name>
+    rejects   prepare-data   source, location, column, reason, raw (input rows --skip-bad left out)
 
 Every file carries in its Parquet key-value metadata:
     rftcli.schema    "<kind>/<version>", checked on read
@@ -98,11 +99,20 @@ EVAL_FIELDS: tuple[pa.Field, ...] = tuple(f for f in DATASET_FIELDS if f.name !=
     _f("format_ok", pa.bool_(), False, "strict format reward == 1"),
 )
 
+REJECT_FIELDS: tuple[pa.Field, ...] = (
+    _f("source", pa.string(), False, "input file or folder the row came from"),
+    _f("location", pa.string(), False, "line, row or item in the source, as error messages name it"),
+    _f("column", pa.string(), True, "input column at fault, or null when the row as a whole is bad"),
+    _f("reason", pa.string(), False, "why the row was left out"),
+    _f("raw", pa.string(), True, "the input row as JSON text (bytes as their length, long text cut)"),
+)
+
 KINDS: dict[str, tuple[pa.Field, ...]] = {
     "dataset": DATASET_FIELDS,
     "rollouts": ROLLOUT_FIELDS,
     "scores": SCORE_FIELDS,
     "eval": EVAL_FIELDS,
+    "rejects": REJECT_FIELDS,
 }
 # Kinds that may carry extra per-function reward columns.
 _REWARD_KINDS = {"scores", "eval"}

@@ -1,5 +1,6 @@
 """What the two TRL-driven stages (sft-coldstart, train-grpo) share: the dataset handed to TRL, LoRA
-settings, the TrainingArguments both set the same way, and how a finished run is saved.
+settings and target modules per architecture, the TrainingArguments both set the same way, checkpoints
+in a work folder that `--resume` continues from, and how a finished run is saved.
 
 The TRL dataset uses TRL's conversational layout with string contents and an `images` column; TRL
 inserts one image placeholder per image at the start of the first user turn, which is exactly what
@@ -9,15 +10,18 @@ training and in evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from rftcli.chat import response_text
-from rftcli.manifest import write_checkpoint_manifest
+from rftcli.manifest import jsonable, write_checkpoint_manifest
 
 # Language-model projections only: vision blocks also have gate/up/down projections, so match by path.
 LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -59,11 +63,73 @@ def trl_dataset(table: pa.Table, with_completion: bool):
     return datasets.Dataset.from_dict(data, features=features)
 
 
-def lora_config(r: int, alpha: int, dropout: float, vision: bool = False):
+def lora_config(r: int, alpha: int, dropout: float, vision: bool = False, target_modules: str | None = None):
+    """LoRA settings; `target_modules` (a PEFT full-match regex, e.g. from `lora_target_modules`) replaces
+    the Qwen-named default targets."""
     from peft import LoraConfig
 
     targets = f"(?:{LANGUAGE_TARGETS})|(?:{VISION_TARGETS})" if vision else LANGUAGE_TARGETS
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or targets,
+                      task_type="CAUSAL_LM")
+
+
+# Where the parts of a transformers-5 vision-language model live, by attribute name. Checked against
+# Qwen2/2.5/3-VL, GLM-4V (`visual`), LLaVA(-NeXT/-OneVision), Gemma 3, PaliGemma, InternVL, Mistral 3,
+# LFM2-VL, Florence-2 (`vision_tower` + `multi_modal_projector`), Idefics3 / SmolVLM (`text_model`,
+# `vision_model`, `connector`), Mllama (`vision_model`), Janus (`aligner`).
+LANGUAGE_MODULES = ("language_model", "text_model")
+VISION_MODULES = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector", "aligner")
+
+
+def model_parts(model: Any) -> dict[str, list[str]]:
+    """Qualified names of the language model and of the vision side (tower and projector) of `model`;
+    the outermost module of each listed name, so nested towers are not counted twice."""
+    parts: dict[str, list[str]] = {"language": [], "vision": []}
+    for name, _ in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        part = "language" if leaf in LANGUAGE_MODULES else "vision" if leaf in VISION_MODULES else None
+        if part and not any(name.startswith(p + ".") for ps in parts.values() for p in ps):
+            parts[part].append(name)
+    return parts
+
+
+def lora_target_modules(model: Any, vision: bool = False, names: str | None = None) -> str:
+    """A PEFT `target_modules` regex: the linear layers inside the language model (and the vision tower and
+    projector, with `vision`); `names` ("q_proj,v_proj") keeps only layers with those names. The embeddings
+    and lm_head are never targeted. Raises ValueError naming what is missing."""
+    import torch
+
+    parts = model_parts(model)
+    if not parts["language"]:
+        raise ValueError(f"{type(model).__name__}: cannot find its language model (a module named "
+                         f"{' or '.join(LANGUAGE_MODULES)}); pass --full")
+    if vision and not parts["vision"]:
+        raise ValueError(f"{type(model).__name__}: cannot find its vision tower (a module named "
+                         f"{', '.join(VISION_MODULES)})")
+    prefixes = parts["language"] + (parts["vision"] if vision else [])
+    linear = [n for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and any(n.startswith(p + ".") for p in prefixes)]
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+    if names:
+        wanted = {n.strip() for n in names.split(",") if n.strip()}
+        unknown = sorted(wanted - set(leaves))
+        if unknown:
+            where = "language model and vision tower" if vision else "language model"
+            raise ValueError(f"--target-modules: no linear layer named {', '.join(unknown)} in the {where}; "
+                             f"available: {', '.join(leaves)}")
+        linear = [n for n in linear if n.rsplit(".", 1)[-1] in wanted]
+    kinds = sorted({_layer_kind(n) for n in linear})
+    # The optional leading group lets the pattern also match inside a wrapper (PeftModel adds prefixes).
+    return rf"(?:.*\.)?(?:{'|'.join(kinds)})"
+
+
+def _layer_kind(name: str) -> str:
+    """A regex for every layer like `name`: block indices become \\d+. A numeric last part (Qwen's
+    `merger.mlp.0`) stays literal, since its siblings (`mlp.1`, an activation) are no linear layers."""
+    import re
+
+    *path, leaf = name.split(".")
+    return r"\.".join([r"\d+" if c.isdigit() else re.escape(c) for c in path] + [re.escape(leaf)])
 
 
 def common_args(output_dir: Path, *, seed: int, learning_rate: float, batch_size: int, grad_accum: int,
@@ -71,7 +137,6 @@ def common_args(output_dir: Path, *, seed: int, learning_rate: float, batch_size
                 gradient_checkpointing: bool, report_to: str, dtype: str) -> dict[str, Any]:
     """TrainingArguments both stages set identically."""
     import torch
-
     from transformers import TrainingArguments
 
     on_gpu = torch.cuda.is_available()
@@ -150,3 +215,112 @@ def discard(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- resumable runs
+# A run that saves checkpoints keeps transformers' `checkpoint-N` folders (weights, optimizer, scheduler,
+# RNG states, trainer state) in a work folder beside its output, `<out>.work/`, with `rftcli_run.json`:
+# the settings and input hashes it started with. `--resume` continues from the newest complete checkpoint
+# only if those are unchanged. The finished output is still written atomically; the work folder is then
+# removed.
+RUN_RECORD = "rftcli_run.json"
+
+
+@dataclass(frozen=True)
+class WorkFolder:
+    path: Path
+    """Trainer output_dir: `<out>.work`."""
+    resume_from: Path | None
+    """Newest complete checkpoint to continue from, or None for a fresh start."""
+
+
+def work_folder(out: Path) -> Path:
+    return out.with_name(out.name + ".work")
+
+
+def run_record(config: Any, manifest: Mapping[str, Any], ignore: tuple[str, ...] = ("resume", "overwrite")
+               ) -> dict[str, Any]:
+    """What must not change between a run and its resumption: each setting (as its CLI flag) and each
+    input's content hash."""
+    record = {"--" + f.name.replace("_", "-"): jsonable(getattr(config, f.name))
+              for f in dataclasses.fields(config) if f.name not in ignore}
+    record.update({f"input {role}": entry["hash"] for role, entry in manifest.get("inputs", {}).items()})
+    return record
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-N` in `folder`. transformers writes `trainer_state.json` last, so a
+    checkpoint without a readable one for step N was cut off mid-save."""
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if step.isdigit() and state.get("global_step") == int(step):
+            found.append((int(step), path))
+    return max(found)[1] if found else None
+
+
+def open_work_folder(out: Path, record: dict[str, Any], *, resume: bool, overwrite: bool) -> WorkFolder:
+    """Prepare `<out>.work` for a fresh run, or check it for `--resume`.
+
+    A fresh run refuses to discard an interrupted run's checkpoints without `overwrite`; a work folder
+    holding no complete checkpoint is simply replaced (nothing in it could be resumed).
+    """
+    import shutil
+
+    work = work_folder(out)
+    if resume:
+        if not (work / RUN_RECORD).is_file():
+            raise ValueError(f"{work}: no interrupted run to resume; run without --resume")
+        before = json.loads((work / RUN_RECORD).read_text())
+        changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+        if changed:
+            raise ValueError(f"{work}: --resume needs the settings and inputs the run started with; changed: "
+                             + ", ".join(changed))
+        checkpoint = latest_checkpoint(work)
+        if checkpoint is None:
+            raise ValueError(f"{work}: no complete checkpoint to resume from; start over with --overwrite")
+        return WorkFolder(path=work, resume_from=checkpoint)
+    if work.exists():
+        if latest_checkpoint(work) is not None and not overwrite:
+            raise FileExistsError(f"{work}: an interrupted run's checkpoints are here; pass --resume to continue "
+                                  "it or --overwrite to start over")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return WorkFolder(path=work, resume_from=None)
+
+
+@contextmanager
+def keep_if_resumable(work: WorkFolder) -> Iterator[None]:
+    """On failure, remove the work folder unless it holds a checkpoint to resume from."""
+    try:
+        yield
+    except BaseException:
+        if latest_checkpoint(work.path) is None:
+            discard(work.path)
+        raise
+
+
+def checkpoint_args(save_steps: int | None, save_total_limit: int | None) -> dict[str, Any]:
+    """TrainingArguments for checkpoints every `save_steps` optimizer steps (None: no checkpoints)."""
+    if not save_steps:
+        return dict(save_strategy="no")
+    return dict(save_strategy="steps", save_steps=save_steps, save_total_limit=save_total_limit)
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak memory for a log line: on a GPU the most allocated since the previous call (the counter is reset),
+    in MiB; on a CPU the process's peak resident set size so far, in MiB."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        return {"memory/peak_gpu_mb": round(peak, 1)}
+    return {"memory/peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -104,7 +104,9 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-@pytest.mark.parametrize("yaml_file", sorted((ROOT / "recipes").glob("*/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("yaml_file", sorted(p for p in (ROOT / "recipes").glob("*/*.yaml")
+                                             if p.parent.name != "accelerate"),  # launcher configs: test_train_grpo
+                         ids=lambda p: p.name)
 def test_every_recipe_yaml_loads_into_its_stage_config(yaml_file):
     from importlib import import_module
 

@@ -6,10 +6,25 @@ A reward is a plain function with TRL's signature, `fn(completions, **columns) -
 ignores the ones it does not use.
 
 A reward spec names one:
-    accuracy, format, format_strict, format_lenient    built in (`format` is `format_strict`)
-    pkg.module:function                                imported
-    path/to/file.py:function                           loaded from a file (relative to the working dir)
+    a built-in name (below)          e.g. accuracy, format, iou_50
+    pkg.module:function              imported
+    path/to/file.py:function         loaded from a file (relative to the working dir)
 and may carry a weight, NAME=WEIGHT (default 1.0).
+
+Built in (each module's docstring has the rules and examples):
+    accuracy          answer from <answer>, else \\boxed{}, else the last choice/number, compared by type
+    accuracy_boxed    the same, answer only from <answer> or \\boxed{}                     (accuracy.py)
+    accuracy_strict   the same, answer only from <answer>
+    format            = format_strict: exactly <think>...</think><answer>...</answer>      (format.py)
+    format_lenient    a think block, then somewhere an answer block
+    iou               mean IoU of predicted vs ground-truth boxes, in [0, 1]               (grounding.py)
+    iou_50, iou_75    share of boxes found with IoU >= 0.5 / 0.75
+    count             the right whole number ("3", "three cups"); abstains on non-counts   (count.py)
+    overlong          DAPO's soft overlong penalty, 0 down to -1                           (length.py)
+    cosine_length     accuracy scaled by length along a half cosine (replaces accuracy)
+    repetition        -(share of repeated word 3-grams), in [-1, 0]
+Variants with other settings come from factories in those modules (`make_accuracy`, `make_iou`,
+`soft_overlong`, `make_cosine_length`, `make_repetition`), assigned in a file of your own.
 
 Examples:
     >>> parse_weighted(["accuracy", "format=0.2"])
@@ -32,7 +47,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rftcli.rewards import accuracy as _accuracy
+from rftcli.rewards import count as _count
 from rftcli.rewards import format as _format
+from rftcli.rewards import grounding as _grounding
+from rftcli.rewards import length as _length
 from rftcli.rewards.text import completion_text, extract_answer
 
 __all__ = ["builtin_rewards", "completion_text", "extract_answer", "get_reward", "parse_weighted", "reward_name"]
@@ -41,9 +59,18 @@ RewardFn = Callable[..., list]
 
 _BUILTIN: dict[str, RewardFn] = {
     "accuracy": _accuracy.accuracy,
+    "accuracy_boxed": _accuracy.accuracy_boxed,
+    "accuracy_strict": _accuracy.accuracy_strict,
     "format": _format.format_strict,
     "format_strict": _format.format_strict,
     "format_lenient": _format.format_lenient,
+    "iou": _grounding.iou,
+    "iou_50": _grounding.iou_50,
+    "iou_75": _grounding.iou_75,
+    "count": _count.count,
+    "overlong": _length.overlong,
+    "cosine_length": _length.cosine_length,
+    "repetition": _length.repetition,
 }
 
 

@@ -2,8 +2,14 @@
 
 Reads the dataset columns `answer` (ground truth as text), `answer_type` and `choices`; other columns
 TRL passes (prompts, completion_ids, trainer_state, ...) are ignored. The final answer is found by
-`extract_answer` (last `<answer>` block, else last `\\boxed{}`, else last number; never inside
-`<think>`); no answer scores 0.0. A row without a ground truth abstains (None).
+`rftcli.rewards.text.find_answer`, never inside `<think>`; no answer scores 0.0. A row without a
+ground truth abstains (None). Three variants differ only in where they look for the answer:
+    accuracy         `<answer>`, else the last `\\boxed{}`, else the last "answer is B" / "(B)" for
+                     choice questions, else the last number
+    accuracy_boxed   `<answer>`, else the last `\\boxed{}`
+    accuracy_strict  `<answer>` only: an answer written anywhere else earns nothing
+`make_accuracy(extract, percent)` builds one for a file of your own, also with another reading of a
+percent sign on one side only (see `rftcli.rewards.numeric`).
 
 How each `answer_type` compares (a missing type is inferred from the answer, see `infer_answer_type`):
     number  `parse_number` on both sides, relative tolerance `REL_TOL`: "1,000" = "1000", "x = 3" = "3",
@@ -12,10 +18,13 @@ How each `answer_type` compares (a missing type is inferred from the answer, see
     choice  the option letter: "B", "(B)", "B.", "B)", "B. Paris", "the answer is B", or the option's
             text when `choices` is given; the ground truth may be a letter or the option text.
     text    exact match after lower-casing and dropping punctuation and extra whitespace.
-    math    numbers as above when both sides are numbers, else math_verify (`\\frac12` = `0.5`,
-            `2x+1` = `1+2x`) under the deadline of `rftcli.rewards.mathcheck`. math_verify itself
+    math    identical text; numbers as above when both sides are numbers; text rules when either
+            side has words ("No solution." = "no solution"); else `rftcli.rewards.mathcheck.math_equal`:
+            simple formulas numerically, the rest with math_verify (`\\frac12` = `0.5`,
+            `2x+1` = `1+2x`) under a deadline. math_verify itself
             rounds to 6 decimals, so "0.333333" = "1/3" there.
-    box     a bounding box [x1, y1, x2, y2]: IoU with the ground truth >= `BOX_IOU`.
+    box     bounding boxes (`rftcli.rewards.grounding.parse_boxes`): as many as the ground truth has,
+            each paired with IoU >= `BOX_IOU`. For graded credit use the `iou` reward.
 A prediction with words in it ("3 or 4") never reaches math_verify, which would otherwise pick one
 number out of a hedge.
 
@@ -26,18 +35,25 @@ Examples:
     [1.0]
     >>> accuracy(["<answer>\\\\frac{1}{2}</answer>", "<answer>0.51</answer>"], answer=["0.5", "0.5"])
     [1.0, 0.0]
+    >>> accuracy(["So the answer is (B)."], answer=["B"], answer_type=["choice"])
+    [1.0]
+    >>> accuracy_strict(["So the answer is (B).", "\\\\boxed{B}"], answer=["B", "B"], answer_type=["choice"] * 2)
+    [0.0, 0.0]
+    >>> accuracy_boxed(["\\\\boxed{B}", "I pick 7"], answer=["B", "7"])
+    [1.0, 0.0]
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from rftcli.rewards.grounding import box_iou, box_score, parse_boxes  # noqa: F401  (box_iou re-exported)
 from rftcli.rewards.mathcheck import math_equal
 from rftcli.rewards.numeric import REL_TOL, numbers_equal, parse_number  # noqa: F401  (REL_TOL re-exported)
-from rftcli.rewards.text import completion_text, extract_answer
+from rftcli.rewards.text import completion_text, find_answer
 
 ANSWER_TYPES = ("number", "choice", "text", "math", "box")
 BOX_IOU = 0.5
@@ -55,7 +71,6 @@ _CHOICE_PREFIX = re.compile(
 _LETTER_ONLY = re.compile(r"\(?([A-Za-z])\)?[.:)]?")
 _LETTER_LEAD = re.compile(r"\(?([A-Z])[).:]\s+\S.*", re.DOTALL)
 _OPTION_LABEL = re.compile(r"^\(?[A-Z][).:]\s+")
-_BOX_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _BOX_GOLD = re.compile(r"\[\s*(?:-?\d+(?:\.\d+)?\s*,\s*){3}-?\d+(?:\.\d+)?\s*\]")
 
 
@@ -77,7 +92,7 @@ def infer_answer_type(answer: str, choices: Sequence[str] | None = None) -> str:
         return "choice"
     if parse_number(answer) is not None:
         return "number"
-    if _BOX_GOLD.fullmatch(answer.strip()):
+    if _BOX_GOLD.fullmatch(answer.strip()) or (answer.strip()[:1] in "[{(" and parse_boxes(answer)):
         return "box"
     if _LETTER_ONLY.fullmatch(answer.strip()) and answer.strip().strip("().:").isupper():
         return "choice"
@@ -100,57 +115,49 @@ def choice_letter(text: str, choices: Sequence[str] | None = None) -> str | None
     return None
 
 
-def _number_match(pred: str, gold: str, choices) -> bool:
+def _number_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
     p, g = parse_number(pred), parse_number(gold)
     if p is not None and g is not None:
-        return numbers_equal(p, g)
+        return numbers_equal(p, g, percent)
     return looks_like_math(pred) and math_equal(pred, gold)
 
 
-def _choice_match(pred: str, gold: str, choices) -> bool:
+def _choice_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
     want = choice_letter(gold, choices)
     if want is None:  # the ground truth is neither a letter nor one of the options
         return _text_match(pred, gold, choices)
     return choice_letter(pred, choices) == want
 
 
-def _text_match(pred: str, gold: str, choices) -> bool:
+def _text_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
     p = normalize_text(_ANSWER_PREFIX.sub("", pred.strip()))
     return bool(p) and p == normalize_text(gold)
 
 
-def _math_match(pred: str, gold: str, choices) -> bool:
-    if _text_match(pred, gold, choices):
+def _math_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
+    if "".join(pred.split()) == "".join(gold.split()):  # same text: no need for sympy
         return True
     p, g = parse_number(pred), parse_number(gold)
     if p is not None and g is not None:
-        return numbers_equal(p, g)
-    return looks_like_math(pred) and math_equal(pred, gold)
+        return numbers_equal(p, g, percent)
+    if not (looks_like_math(pred) and looks_like_math(gold)):
+        # Words on a side ("no solution"): compare as text. Never for formulas: normalising text
+        # drops signs and operators, which would make "-7" equal "7".
+        return _text_match(pred, gold, choices)
+    return math_equal(pred, gold)
 
 
-def _box_match(pred: str, gold: str, choices) -> bool:
-    p, g = _BOX_NUMBER.findall(pred), _BOX_NUMBER.findall(gold)
-    if len(p) != 4 or len(g) != 4:  # more than one box in the answer is a hedge, not an answer
-        return False
-    return box_iou([float(v) for v in p], [float(v) for v in g]) >= BOX_IOU
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes (corners in either order)."""
-    ax1, ax2, ay1, ay2 = min(a[0], a[2]), max(a[0], a[2]), min(a[1], a[3]), max(a[1], a[3])
-    bx1, bx2, by1, by2 = min(b[0], b[2]), max(b[0], b[2]), min(b[1], b[3]), max(b[1], b[3])
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    return inter / union if union > 0 else 0.0
+def _box_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
+    # Every gold box paired, and no extra box: more boxes than asked for is a hedge, not an answer.
+    return box_score(parse_boxes(pred), parse_boxes(gold), BOX_IOU) == 1.0
 
 
 _MATCHERS = {"number": _number_match, "choice": _choice_match, "text": _text_match, "math": _math_match,
              "box": _box_match}
 
 
-def score_answer(pred: str | None, answer: Any, answer_type: str | None = None,
-                 choices: Sequence[str] | None = None) -> float | None:
-    """1.0 or 0.0 for one extracted prediction; None (abstain) when there is no ground truth."""
+def _resolve(answer: Any, answer_type: str | None, choices: Sequence[str] | None):
+    """(gold text, kind, choices as strings), or None when there is no ground truth."""
     if answer is None or not str(answer).strip():
         return None
     gold = str(answer).strip()
@@ -158,9 +165,33 @@ def score_answer(pred: str | None, answer: Any, answer_type: str | None = None,
     kind = (answer_type or "").strip().lower() or infer_answer_type(gold, choices)
     if kind not in _MATCHERS:
         raise ValueError(f"unknown answer_type {kind!r}; expected one of {', '.join(ANSWER_TYPES)}")
+    return gold, kind, choices or None
+
+
+def score_answer(pred: str | None, answer: Any, answer_type: str | None = None,
+                 choices: Sequence[str] | None = None) -> float | None:
+    """1.0 or 0.0 for one extracted prediction; None (abstain) when there is no ground truth."""
+    resolved = _resolve(answer, answer_type, choices)
+    if resolved is None:
+        return None
+    gold, kind, choices = resolved
     if pred is None:
         return 0.0
-    return 1.0 if _MATCHERS[kind](pred, gold, choices or None) else 0.0
+    return 1.0 if _MATCHERS[kind](pred, gold, choices) else 0.0
+
+
+def score_completion(text: str, answer: Any, answer_type: str | None = None, choices: Sequence[str] | None = None,
+                     extract: str = "any", percent: str = "either") -> float | None:
+    """1.0 or 0.0 for one completion's text, its answer found by extraction mode `extract`, a
+    one-sided percent read as `percent` says (`rftcli.rewards.numeric`); None without a ground truth."""
+    resolved = _resolve(answer, answer_type, choices)
+    if resolved is None:
+        return None
+    gold, kind, choices = resolved
+    pred = find_answer(text, extract, kind)
+    if pred is None:
+        return 0.0
+    return 1.0 if _MATCHERS[kind](pred, gold, choices, percent) else 0.0
 
 
 def _column(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
@@ -172,11 +203,50 @@ def _column(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
     return values
 
 
-def accuracy(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str | None] | None = None,
-             choices: Sequence[Sequence[str] | None] | None = None, **kwargs: Any) -> list[float | None]:
-    """TRL reward: 1.0 per completion whose final answer matches `answer`, 0.0 otherwise, None without one."""
+def _accuracy(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str | None] | None,
+              choices: Sequence[Sequence[str] | None] | None, extract: str,
+              percent: str = "either") -> list[float | None]:
     n = len(completions)
     answers = _column(answer, n, "answer")
     types, options = _column(answer_type, n, "answer_type"), _column(choices, n, "choices")
-    return [score_answer(extract_answer(completion_text(c)), a, t, o)
+    return [score_completion(completion_text(c), a, t, o, extract, percent)
             for c, a, t, o in zip(completions, answers, types, options, strict=True)]
+
+
+def accuracy(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str | None] | None = None,
+             choices: Sequence[Sequence[str] | None] | None = None, **kwargs: Any) -> list[float | None]:
+    """TRL reward: 1.0 per completion whose final answer (`<answer>`, `\\boxed{}`, or the last
+    choice/number) matches `answer`, 0.0 otherwise, None without a ground truth."""
+    return _accuracy(completions, answer, answer_type, choices, "any")
+
+
+def accuracy_boxed(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str | None] | None = None,
+                   choices: Sequence[Sequence[str] | None] | None = None, **kwargs: Any) -> list[float | None]:
+    """TRL reward: as `accuracy`, but the answer must be in `<answer>` or `\\boxed{}`."""
+    return _accuracy(completions, answer, answer_type, choices, "boxed")
+
+
+def accuracy_strict(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str | None] | None = None,
+                    choices: Sequence[Sequence[str] | None] | None = None, **kwargs: Any) -> list[float | None]:
+    """TRL reward: as `accuracy`, but only an answer inside `<answer>...</answer>` counts."""
+    return _accuracy(completions, answer, answer_type, choices, "tag")
+
+
+def make_accuracy(extract: str = "any", percent: str = "either", name: str | None = None) -> Callable[..., list]:
+    """An accuracy reward with extraction mode `extract` (tag, boxed or any; see `find_answer`) and
+    percent reading `percent` (either, fraction or literal; see `rftcli.rewards.numeric`), e.g. in a
+    file: `accuracy_pct = make_accuracy(percent="fraction", name="accuracy_pct")`."""
+    from rftcli.rewards.numeric import PERCENT_MODES
+    from rftcli.rewards.text import EXTRACT_MODES
+
+    if extract not in EXTRACT_MODES:
+        raise ValueError(f"unknown extraction mode {extract!r}; expected one of {', '.join(EXTRACT_MODES)}")
+    if percent not in PERCENT_MODES:
+        raise ValueError(f"unknown percent mode {percent!r}; expected one of {', '.join(PERCENT_MODES)}")
+
+    def reward(completions, answer, answer_type=None, choices=None, **kwargs):
+        return _accuracy(completions, answer, answer_type, choices, extract, percent)
+
+    reward.__name__ = reward.__qualname__ = name or f"accuracy_{extract}"
+    reward.__doc__ = f"TRL reward: accuracy with answer extraction mode {extract!r}, percent mode {percent!r}."
+    return reward

@@ -6,14 +6,17 @@ which has whole-second resolution, raises ValueError outside the main thread, an
 parse and per gold/target pair (so one call may wait several timeouts). So its timeouts are switched
 off here and one deadline covers a whole comparison:
 
-- in the main thread: a `setitimer` alarm of `MATH_TIMEOUT_S` seconds (fractions allowed), only
-  when no other alarm is pending (ours would clobber it; the check then runs in the worker);
+- in the main thread: a `rftcli.rewards.timelimit.time_limit` of `MATH_TIMEOUT_S` seconds (fractions
+  allowed), which nests inside the per-row limit `score` sets; when another library has an alarm
+  pending (ours would clobber it) the check runs in the helper process instead;
 - otherwise: a long-lived helper process (running `_serve`) answers each query,
   and is killed and restarted when it overruns.
 
 Before any of that, inputs longer than `MAX_MATH_CHARS` or nested deeper than `MAX_DEPTH` braces are
-rejected outright; a timed-out or rejected comparison is simply "not equal". Results are cached, since
-GRPO scores a group of completions against the same answer.
+rejected outright; a timed-out or rejected comparison is simply "not equal". Simple formulas
+(`rftcli.rewards.formula`: arithmetic, `\\frac`, `\\sqrt`, `\\pi`, letters) are compared numerically
+first, in microseconds; math_verify sees only what that cannot decide. Results and parsed
+expressions are cached, since GRPO scores a group of completions against the same answer.
 
 Examples:
     >>> math_equal("\\\\frac12", "0.5")
@@ -30,12 +33,14 @@ import functools
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
+
+from rftcli.rewards.formula import formulas_equal
+from rftcli.rewards.timelimit import available as _limits_available
+from rftcli.rewards.timelimit import time_limit
 
 MATH_TIMEOUT_S = 2.0
 """Seconds allowed for one symbolic comparison (parse of both sides plus verify)."""
@@ -45,10 +50,6 @@ MAX_DEPTH = 30
 """Expressions with braces or parentheses nested deeper are not attempted."""
 _WORKER_START_S = 120.0
 _SERVE_CMD = "from rftcli.rewards.mathcheck import _serve; _serve()"
-
-
-class _Deadline(BaseException):
-    """Raised by the alarm; a BaseException so math_verify's `except Exception` cannot swallow it."""
 
 
 class _DropNoTimeoutWarning(logging.Filter):
@@ -81,13 +82,20 @@ def _delimit(expr: str) -> str:
     return expr if ("$" in expr or "\\(" in expr or "\\[" in expr) else f"${expr}$"
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(expr: str) -> tuple:
+    # A parse cut short by the deadline raises through the cache, so only finished parses are kept.
+    from math_verify import parse
+
+    return tuple(parse(_delimit(expr), parsing_timeout=None))
+
+
 def verify_untimed(pred: str, gold: str) -> bool:
     """math_verify's verdict with its timeouts off; call only under a deadline."""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    gold_parsed = parse(_delimit(gold), parsing_timeout=None)
-    pred_parsed = parse(_delimit(pred), parsing_timeout=None)
-    return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    gold_parsed, pred_parsed = _parse(gold), _parse(pred)
+    return bool(gold_parsed and pred_parsed and verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None))
 
 
 def math_equal(pred: str, gold: str, timeout_s: float | None = None) -> bool:
@@ -95,39 +103,22 @@ def math_equal(pred: str, gold: str, timeout_s: float | None = None) -> bool:
     `MATH_TIMEOUT_S`, read at call time so it can be changed) seconds."""
     if not pred or not gold or too_complex(pred) or too_complex(gold):
         return False
+    quick = formulas_equal(pred, gold)
+    if quick is not None:
+        return quick
     return _math_equal_cached(pred, gold, MATH_TIMEOUT_S if timeout_s is None else timeout_s)
 
 
 @functools.lru_cache(maxsize=4096)
 def _math_equal_cached(pred: str, gold: str, timeout_s: float) -> bool:
-    if _alarm_available():
-        try:
-            with _alarm(timeout_s):
-                return verify_untimed(pred, gold)
-        except _Deadline:
-            return False
+    # A comparison that ran out of time is cached as False too, so a group repeating an adversarial
+    # answer pays the limit once. One cut short by an outer limit (the row's) raises through here.
+    if _limits_available():
+        verdict = False
+        with time_limit(timeout_s) as limit:
+            verdict = verify_untimed(pred, gold)
+        return verdict and not limit.expired
     return _WORKER.ask(pred, gold, timeout_s)
-
-
-def _alarm_available() -> bool:
-    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-            and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0)
-
-
-@contextmanager
-def _alarm(seconds: float):
-    def on_alarm(signum, frame):
-        raise _Deadline
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:  # restore the handler even if the alarm fires right here
-            signal.signal(signal.SIGALRM, old)
 
 
 class _Worker:

@@ -8,9 +8,13 @@ left-hand side ("x = 3", "The answer is 3"). Units are dropped, not converted: "
 "3 m". A second number or relation ("3 or 4", "3 apples and 4 pears", "x = 2 or x = 3") makes the text
 unreadable, so hedging earns nothing.
 
-`numbers_equal` uses a relative tolerance of `REL_TOL` (1e-6, with `ABS_TOL` for values near zero). When
-exactly one side carries a percent sign, both readings count: "50%" equals "50" and "0.5". When both or
-neither carry one, values are compared as written ("0.5" is not "50").
+`numbers_equal` compares two whole numbers exactly ("1000001" is not "1e6") and otherwise uses a relative
+tolerance of `REL_TOL` (1e-6, with `ABS_TOL` for values near zero: "2.9999999" is "3"). When
+exactly one side carries a percent sign, the setting `percent` (`PERCENT_MODES`) decides:
+    either    (default) both readings count: "50%" equals "50" and "0.5"
+    fraction  a percent is a share: "50%" equals "0.5", not "50"
+    literal   the sign is dropped: "50%" equals "50", not "0.5"
+When both or neither carry one, values are compared as written ("0.5" is not "50").
 
 Examples:
     >>> parse_number("x = 1,000 cm")
@@ -19,6 +23,8 @@ Examples:
     Number(value=0.5, percent=False)
     >>> numbers_equal(parse_number("50%"), parse_number("0.5"))
     True
+    >>> numbers_equal(parse_number("50%"), parse_number("0.5"), percent="literal")
+    False
     >>> numbers_equal(parse_number("3.0001"), parse_number("3"))
     False
     >>> parse_number("3 or 4") is None
@@ -35,6 +41,7 @@ REL_TOL = 1e-6
 """Relative tolerance for numeric answers."""
 ABS_TOL = 1e-9
 """Absolute tolerance, so that answers near zero can match at all."""
+PERCENT_MODES = ("either", "fraction", "literal")
 
 
 class Number(NamedTuple):
@@ -100,12 +107,17 @@ def parse_number(text: str | None) -> Number | None:
 
 
 def _close(a: float, b: float) -> bool:
+    if a.is_integer() and b.is_integer():  # a relative tolerance would let 1000001 pass for 1000000
+        return a == b
     return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
-def numbers_equal(a: Number, b: Number) -> bool:
-    """Equal within tolerance; a percent on one side only may mean either x or x/100."""
+def numbers_equal(a: Number, b: Number, percent: str = "either") -> bool:
+    """Equal within tolerance; a percent on one side only is read as `percent` says (see above)."""
     if a.percent == b.percent:
         return _close(a.value, b.value)
+    if percent not in PERCENT_MODES:
+        raise ValueError(f"unknown percent mode {percent!r}; expected one of {', '.join(PERCENT_MODES)}")
     pct, other = (a, b) if a.percent else (b, a)
-    return _close(pct.value, other.value) or _close(pct.value / 100.0, other.value)
+    literal, fraction = _close(pct.value, other.value), _close(pct.value / 100.0, other.value)
+    return {"either": literal or fraction, "fraction": fraction, "literal": literal}[percent]

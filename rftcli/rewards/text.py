@@ -12,6 +12,12 @@ unclosed `<think>` (a truncated completion) hides everything after it; a `</thin
 An `<answer>` block that is present but empty gives None and does *not* fall back: a model that writes
 `<answer></answer>` has answered nothing, even if a number appears elsewhere.
 
+`find_answer(text, mode, kind)` makes the fallback configurable (`EXTRACT_MODES`):
+    tag     only the `<answer>` block (`accuracy_strict`)
+    boxed   the `<answer>` block, else the last `\\boxed{}` (`accuracy_boxed`)
+    any     those, else by kind: for choice questions the last "answer is B" / "(B)", then the last
+            number; for boxes every box in the visible text; otherwise the last number (`accuracy`)
+
 Examples:
     >>> extract_answer("<think>maybe 3</think><answer> 4 </answer>")
     '4'
@@ -22,6 +28,10 @@ Examples:
     >>> extract_answer("I count 7 squares, so 8 in total.")
     '8'
     >>> extract_answer("<think>it is 5</think>no idea") is None
+    True
+    >>> find_answer("So the answer is (C).", "any", kind="choice")
+    'C'
+    >>> find_answer("I count 8.", "boxed") is None
     True
     >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
     'hi'
@@ -34,6 +44,11 @@ from typing import Any
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# "the answer is B", "Answer: (C)", "**Answer:** D" - the word in any case, the letter a capital. Not
+# "option B", which models also write about options they reject.
+_CHOICE_PHRASE = re.compile(r"(?i:answer)\s*(?i:is)?\s*:?\s*\**\s*\(?([A-J])\)?(?![A-Za-z0-9])")
+_CHOICE_PAREN = re.compile(r"\(([A-J])\)")
+EXTRACT_MODES = ("tag", "boxed", "any")
 # A number: optional sign, thousands-separated or plain digits, decimals, a fraction, a percent sign.
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?|[-+]?\.\d+%?")
 
@@ -108,15 +123,37 @@ def last_number(text: str) -> str | None:
 
 
 def extract_answer(text: str, fallback: bool = True) -> str | None:
-    """The model's final answer in `text` (see the module docstring), stripped; None when there is none."""
+    """The model's final answer in `text` (see the module docstring), stripped; None when there is none.
+    `fallback=False` is mode "tag" of `find_answer`, `True` its mode "any" for a number."""
+    return find_answer(text, "any" if fallback else "tag")
+
+
+def last_choice(text: str) -> str | None:
+    """The option letter of the last "answer is B"-style phrase, else of the last "(B)"; or None."""
+    for pattern in (_CHOICE_PHRASE, _CHOICE_PAREN):
+        matches = pattern.findall(text)
+        if matches:
+            return matches[-1]
+    return None
+
+
+def find_answer(text: str, mode: str = "any", kind: str | None = None) -> str | None:
+    """The final answer in `text` by extraction `mode` (see the module docstring); `kind` is the
+    answer type, which picks the last-resort fallback of mode "any"."""
+    if mode not in EXTRACT_MODES:
+        raise ValueError(f"unknown extraction mode {mode!r}; expected one of {', '.join(EXTRACT_MODES)}")
     visible = strip_think(text)
     if "<answer>" in visible:
         blocks = _ANSWER_BLOCK.findall(visible)
         if blocks:
             return blocks[-1].strip() or None
-    if not fallback:
+    if mode == "tag":
         return None
     boxed = last_boxed(visible)
-    if boxed is not None:
+    if boxed is not None or mode == "boxed":
         return boxed or None
+    if kind == "choice":
+        return last_choice(visible) or last_number(visible)
+    if kind == "box":
+        return visible.strip() or None  # the box parser finds every box; more than one is a hedge
     return last_number(visible)

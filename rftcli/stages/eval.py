@@ -1,15 +1,38 @@
-"""eval: one or more checkpoints on a `dataset` split, scored with the reward library.
+"""eval: one or more checkpoints on a `dataset`, scored with the reward library, compared side by side.
 
-Writes a folder holding `results.parquet` (the `eval` table: one row per model, prompt and sample) and
-`summary.json` (per model: accuracy overall and by task, strict-format rate, mean and p95 response
-length, truncation rate, tokens/s). Greedy decoding by default.
+Reads a `dataset` Parquet file and models (hub ids, folders, adapters, builtin:NAME). Writes a folder:
+
+    results.parquet   the `eval` table: one row per model, prompt and sample
+    summary.json      per model: accuracy (= pass@1) overall and by task / category / answer type,
+                      pass@k and maj@k, strict-format rate, mean reward per reward function, mean and p95
+                      response length, truncation rate, tokens/s; deltas of every model against the
+                      first; flips (prompts that went wrong -> right or right -> wrong) between
+                      consecutive models; the resolved config (`manifest`)
+    flips.json        the flipped prompts with both models' answers, for reading
+    report.md         the same as tables, with PNG charts when matplotlib is installed (`rftcli.report`)
+
+Greedy decoding by default; `samples=k` draws k completions per prompt at `temperature` for pass@k and
+maj@k (`rftcli.metrics` defines both). Completion j of prompt `id` samples under
+`row_seed(seed, id, j)` (`rftcli.generation`), so every model draws with the same seeds and a resumed
+run reproduces the same samples. A row is correct when the scorer reward (`accuracy` unless a preset
+says otherwise) is 1.0. Presets (`rftcli.benchmarks`) set the scorer, prompts, split and length for
+common benchmarks.
+
+Resuming works as in `rollout` (`rftcli.shards`): each finished batch of each model is scored and
+written as a shard into `<out>.parts/`; a killed run restarted with the same settings and models skips
+the (model, prompt) pairs already there, and loads no model whose prompts are all done. The output
+folder is written atomically at the end and the work folder removed. tokens/s counts generation time
+recorded in the shards, so it survives a resume.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import math
+import shutil
 import time
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +41,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.manifest import make_manifest
-from rftcli.schema import read_table, write_table
-from rftcli.stages.rollout import select_split
+from rftcli.schema import inspect_file, read_table, write_table
+from rftcli.shards import ShardedOutput
+from rftcli.stages.rollout import in_batches, select_split
 from rftcli.stages.score import load_rewards, score_columns
 
-EVAL_REWARDS = ("accuracy", "format")
+DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_SPLIT = "test"
+DEFAULT_CATEGORY_KEY = "category"
 
 
 @dataclass(frozen=True)
@@ -30,17 +56,33 @@ class Config:
     dataset: Path
     """Input dataset Parquet file."""
     models: tuple[str, ...]
-    """Models to evaluate: hub ids, folders (full or adapter) or builtin:NAME."""
+    """Models to evaluate: hub ids, folders (full or adapter) or builtin:NAME. The first is the baseline."""
     out: Path
-    """Output folder (results.parquet, summary.json)."""
+    """Output folder (results.parquet, summary.json, flips.json, report.md, charts)."""
     labels: tuple[str, ...] = ()
     """Names for the models in tables (default: the folder name or the argument)."""
-    split: str = "test"
-    """Dataset split to evaluate."""
-    max_new_tokens: int = 64
-    """Most tokens generated per answer."""
+    preset: str | None = None
+    """Benchmark preset: mathvista, geometry3k, clevr-count, refcoco (sets the settings left unset)."""
+    split: str | None = None
+    """Dataset split to evaluate, or 'all' (default: test; presets: all)."""
+    samples: int = 1
+    """Completions per prompt: 1 = greedy; k > 1 samples k at `temperature` for pass@k and maj@k."""
+    temperature: float = 1.0
+    """Sampling temperature when samples > 1."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold when samples > 1 (1 = off)."""
+    max_new_tokens: int | None = None
+    """Most tokens generated per answer (default 64; presets give reasoning room)."""
+    scorer: str | None = None
+    """Reward whose 1.0 marks a correct answer (default accuracy; presets may use their own)."""
+    rewards: tuple[str, ...] = ()
+    """Further reward functions whose means are reported (NAME, pkg.module:fn or file.py:fn)."""
+    category_key: str | None = None
+    """Column or metadata field (dotted for nested) for accuracy by category (default: category)."""
+    metrics: tuple[Path, ...] = ()
+    """Training metrics.jsonl files (sft-coldstart, train-grpo) for reward/KL curves in the report."""
     batch_size: int = 16
-    """Prompts per generate call."""
+    """Prompts per generate call (halved on out-of-memory)."""
     limit: int | None = None
     """Use only the first N prompts of the split."""
     dtype: str = "auto"
@@ -48,9 +90,9 @@ class Config:
     trust_remote_code: bool = False
     """Allow model code from the checkpoint."""
     seed: int = 0
-    """Seed (greedy decoding does not use it)."""
+    """Sampling seed: completion j of prompt id samples under row_seed(seed, id, j) (greedy: unused)."""
     overwrite: bool = False
-    """Replace an existing output."""
+    """Replace an existing output, and discard a work folder left by a run with other settings."""
 
     def __post_init__(self):
         if not self.models:
@@ -59,6 +101,25 @@ class Config:
             raise ValueError(f"got {len(self.labels)} labels for {len(self.models)} models")
         if len(set(self.model_labels)) != len(self.models):
             raise ValueError(f"model labels must be unique, got {', '.join(self.model_labels)}; pass --label")
+        if self.samples < 1 or self.batch_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise ValueError("samples, batch_size and max_new_tokens must be at least 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be > 0 and top_p in (0, 1]")
+        # Settings left unset take the preset's choice, else the defaults; the manifest records the result.
+        from rftcli.benchmarks import get_preset
+
+        preset = get_preset(self.preset) if self.preset else None
+        resolved = {
+            "split": preset.split if preset else DEFAULT_SPLIT,
+            "max_new_tokens": preset.max_new_tokens if preset else DEFAULT_MAX_NEW_TOKENS,
+            "scorer": preset.scorer if preset else "accuracy",
+            "category_key": preset.category_key if preset else DEFAULT_CATEGORY_KEY,
+        }
+        for name, value in resolved.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if preset and not self.rewards:
+            object.__setattr__(self, "rewards", preset.rewards)
 
     @property
     def model_labels(self) -> list[str]:
@@ -73,80 +134,184 @@ class Result:
     summary: dict[str, Any]
 
 
-def _percentile(values: list[int], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))])
+def reward_specs(config: Config) -> list[str]:
+    """The scorer, the strict format reward, then the extra rewards (names made unique by dropping repeats)."""
+    from rftcli.rewards import parse_weighted, reward_name
+
+    specs, names = [], set()
+    for spec, _ in parse_weighted([config.scorer, "format", *config.rewards]):  # weights mean nothing here
+        if reward_name(spec) not in names:
+            specs.append(spec)
+            names.add(reward_name(spec))
+    return specs
 
 
-def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """The summary of one model's rows."""
-    n = len(rows)
-    tokens = [r["num_tokens"] for r in rows]
-    by_task: dict[str, list[bool]] = defaultdict(list)
-    for r in rows:
-        by_task[r["task"]].append(r["correct"])
-    return {
-        "rows": n,
-        "accuracy": sum(r["correct"] for r in rows) / n,
-        "format_rate": sum(r["format_ok"] for r in rows) / n,
-        "accuracy_by_task": {t: sum(v) / len(v) for t, v in sorted(by_task.items())},
-        "mean_tokens": sum(tokens) / n,
-        "p95_tokens": _percentile(tokens, 0.95),
-        "truncation_rate": sum(r["finish_reason"] == "length" for r in rows) / n,
-        "tokens_per_s": sum(tokens) / seconds if seconds > 0 else 0.0,
-    }
+def resume_key(config: Config, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What decides the rows: inputs by content (each model under its label), the decoding and scoring
+    settings and the libraries that compute them. Batch size, category key and metrics files do not
+    change a row, so they may differ on resume."""
+    settings = ["preset", "split", "limit", "samples", "max_new_tokens", "scorer", "rewards", "dtype",
+                "trust_remote_code"]
+    if config.samples > 1:  # greedy decoding ignores them
+        settings += ["temperature", "top_p", "seed"]
+    packages = {k: v for k, v in manifest["packages"].items() if k in ("torch", "transformers", "peft")}
+    return {"stage": "eval", "inputs": {k: v["hash"] for k, v in manifest["inputs"].items()},
+            "settings": {k: manifest["config"][k] for k in settings}, "packages": packages}
 
 
-def run(config: Config, progress: bool = True) -> Result:
+def _prompts(config: Config, table) -> tuple[list[dict[str, Any]], int]:
+    """The rows to evaluate, prompts as the preset builds them, and how many rows the preset skipped."""
+    from rftcli.benchmarks import build_prompt, get_preset, select_rows
+
+    rows = table.to_pylist()
+    if not config.preset:
+        return rows, 0
+    preset = get_preset(config.preset)
+    kept = select_rows(preset, rows, str(config.dataset))
+    if not kept:
+        raise ValueError(f"{config.dataset}: no rows with answer_type {', '.join(preset.answer_types)} "
+                         f"for preset {preset.name}")
+    return [{**r, "prompt": build_prompt(preset, r)} for r in kept], len(rows) - len(kept)
+
+
+def _evaluate(config: Config, label: str, spec: str, prompts: Sequence[dict[str, Any]], rewards,
+              shards: ShardedOutput, manifest: dict[str, Any], progress: bool, done: int, total: int) -> None:
+    """Generate, score and write one model's remaining prompts, a shard per batch. Each shard's manifest
+    records its generation seconds, so tokens/s can be summed over a resumed run."""
+    import torch
+
     from rftcli.generation import SamplingSettings, generate
     from rftcli.loading import default_device, load_model
 
+    greedy = config.samples == 1
+    settings = SamplingSettings(n=config.samples, do_sample=not greedy, temperature=config.temperature,
+                                top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    loaded = load_model(spec, dtype=config.dtype, device=default_device(), trust_remote_code=config.trust_remote_code)
+    model = loaded.model.eval()
+    scorer = rewards[0].name
+
+    def sample(batch):
+        t0 = time.perf_counter()
+        groups = generate(model, loaded.processor, batch, settings, seed=None if greedy else config.seed)
+        return groups, time.perf_counter() - t0
+
+    with Progress(TextColumn(f"eval {label}"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
+                  TimeRemainingColumn(), disable=not progress, transient=True) as bar:
+        task = bar.add_task(label, total=total, completed=done)
+        for batch, (groups, seconds), _ in in_batches(prompts, config.batch_size, sample, back_off=True):
+            rows = []
+            for row, group in zip(batch, groups, strict=True):
+                base = {k: v for k, v in row.items() if k != "images"}
+                for j, s in enumerate(group):
+                    rows.append({**base, "model": label, "model_path": spec, "sample_index": j,
+                                 "completion": s.text, "num_tokens": len(s.token_ids),
+                                 "finish_reason": s.finish_reason})
+            columns = {k: [r[k] for r in rows] for k in rows[0]}
+            per, _ = score_columns(rewards, columns["completion"], columns, errors={})
+            for k, r in enumerate(rows):
+                for name, values in per.items():
+                    r[f"reward_{name}"] = values[k]
+                r["correct"] = per[scorer][k] == 1.0
+                r["format_ok"] = per["format"][k] == 1.0
+            shards.write(rows, {**manifest, "shard": {"model": label, "seconds": seconds}})
+            bar.advance(task, len(batch))
+    model = loaded = None  # free the weights before the next model loads
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def shard_seconds(shards: ShardedOutput) -> dict[str, float]:
+    """Generation seconds per model label, summed over the shards' manifests."""
+    out: dict[str, float] = {}
+    for part in shards.parts():
+        shard = inspect_file(part, ("eval",))[1]["shard"]
+        out[shard["model"]] = out.get(shard["model"], 0.0) + shard["seconds"]
+    return out
+
+
+def flip_details(outcomes: dict[str, dict[str, tuple[bool, str | None]]], rows_by_model: dict[str, list[dict]],
+                 flips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each flipped prompt with its ground truth and both models' (voted) answers."""
+    info = {r["id"]: r for rows in rows_by_model.values() for r in rows if r["sample_index"] == 0}
+    out = []
+    for f in flips:
+        for change in ("wrong_to_right", "right_to_wrong"):
+            for pid in f[change]:
+                r = info[pid]
+                out.append({"id": pid, "from": f["from"], "to": f["to"], "change": change.replace("_to_", "->"),
+                            "task": r["task"], "answer": r["answer"], "answer_type": r["answer_type"],
+                            "from_answer": outcomes[f["from"]][pid][1], "to_answer": outcomes[f["to"]][pid][1]})
+    return out
+
+
+def run(config: Config, progress: bool = True) -> Result:
+    from rftcli import metrics
+    from rftcli.report import read_training_metrics, write_report
+
     check_output(config.out, config.overwrite)
+    for path in config.metrics:  # fail before hours of generation, not after
+        read_training_metrics(path)
     data = read_table(config.dataset, "dataset")
     table = select_split(data.table, config.split)
     if config.limit is not None:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
         raise ValueError(f"{config.dataset}: no rows in split {config.split!r}")
-    rewards = load_rewards(EVAL_REWARDS)
-    prompts = table.to_pylist()
-    settings = SamplingSettings(n=1, do_sample=False, max_new_tokens=config.max_new_tokens)
-    inputs = {"dataset": config.dataset, **{f"model:{label}": m for label, m in zip(config.model_labels, config.models)}}
+    prompts, skipped = _prompts(config, table)
+    rewards = load_rewards(reward_specs(config))
+    reward_names = [r.name for r in rewards]
+    labels = config.model_labels
+    inputs = {"dataset": config.dataset, **{f"model:{label}": m for label, m in zip(labels, config.models, strict=True)}}
     manifest = make_manifest("eval", config, inputs, seed=config.seed)
-    all_rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"split": config.split, "models": {}}
-    for label, spec in zip(config.model_labels, config.models):
-        loaded = load_model(spec, dtype=config.dtype, device=default_device(),
-                            trust_remote_code=config.trust_remote_code)
-        loaded.model.eval()
-        rows: list[dict[str, Any]] = []
-        start = time.perf_counter()
-        with Progress(TextColumn(f"eval {label}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeRemainingColumn(), disable=not progress, transient=True) as bar:
-            task = bar.add_task(label, total=len(prompts))
-            for i in range(0, len(prompts), config.batch_size):
-                batch = prompts[i:i + config.batch_size]
-                for row, group in zip(batch, generate(loaded.model, loaded.processor, batch, settings)):
-                    for j, s in enumerate(group):
-                        base = {k: v for k, v in row.items() if k != "images"}
-                        rows.append({**base, "model": label, "model_path": spec, "sample_index": j,
-                                     "completion": s.text, "num_tokens": len(s.token_ids),
-                                     "finish_reason": s.finish_reason})
-                bar.advance(task, len(batch))
-        seconds = time.perf_counter() - start
-        columns = {k: [r[k] for r in rows] for k in rows[0]}
-        per, _ = score_columns(rewards, columns["completion"], columns, errors={})
-        for k, r in enumerate(rows):
-            for name, values in per.items():
-                r[f"reward_{name}"] = values[k]
-            r["correct"] = per["accuracy"][k] == 1.0
-            r["format_ok"] = per["format"][k] == 1.0
-        summary["models"][label] = {"model": spec, **summarize(rows, seconds)}
-        all_rows.extend(rows)
-        del loaded
-    with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
-        write_table(tmp / "results.parquet", "eval", all_rows, manifest, reward_names=[r.name for r in rewards])
-        (tmp / "summary.json").write_text(json.dumps({**summary, "manifest": manifest}, indent=2) + "\n")
+
+    resumed: dict[str, bool] = {}
+    with ShardedOutput(config.out, "eval", resume_key(config, manifest), ("model", "id"), reward_names=reward_names,
+                       overwrite=config.overwrite) as shards:
+        for label, spec in zip(labels, config.models, strict=True):
+            todo = [p for p in prompts if (label, p["id"]) not in shards.done]
+            resumed[label] = len(todo) < len(prompts)
+            if todo:
+                _evaluate(config, label, spec, todo, rewards, shards, manifest, progress,
+                          done=len(prompts) - len(todo), total=len(prompts))
+        seconds = shard_seconds(shards)
+        order = {label: i for i, label in enumerate(labels)}
+        position = {p["id"]: i for i, p in enumerate(prompts)}
+        all_rows = sorted(shards.read(sort_by=["sample_index"]).to_pylist(),
+                          key=lambda r: (order[r["model"]], position[r["id"]], r["sample_index"]))
+        rows_by_model: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+        for r in all_rows:
+            rows_by_model[r["model"]].append(r)
+
+        summary: dict[str, Any] = {
+            "dataset": str(config.dataset), "split": config.split, "preset": config.preset, "skipped_rows": skipped,
+            "samples": config.samples, "temperature": config.temperature, "top_p": config.top_p,
+            "max_new_tokens": config.max_new_tokens, "scorer": reward_names[0], "models": {}}
+        for label, spec in zip(labels, config.models, strict=True):
+            summary["models"][label] = {"model": spec, "resumed": resumed[label], **metrics.summarize(
+                rows_by_model[label], seconds.get(label, 0.0), config.category_key, reward_names)}
+        outcomes = {label: metrics.prompt_outcomes(rows) for label, rows in rows_by_model.items()}
+        summary["comparison"] = metrics.compare(summary["models"])
+        summary["flips"] = metrics.flip_summary(outcomes)
+        with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
+            write_table(tmp / "results.parquet", "eval", all_rows, manifest, reward_names=reward_names)
+            details = flip_details(outcomes, rows_by_model, summary["flips"])
+            (tmp / "flips.json").write_text(json.dumps(details, indent=1) + "\n")
+            lengths = {label: [r["num_tokens"] for r in rows] for label, rows in rows_by_model.items()}
+            summary["report"] = write_report(tmp, summary, lengths, config.metrics)
+            summary = _no_nan(summary)
+            (tmp / "summary.json").write_text(json.dumps({**summary, "manifest": manifest}, indent=2) + "\n")
+        shutil.rmtree(shards.folder, ignore_errors=True)
     return Result(path=config.out, summary=summary)
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (a rate over no rows, a reward that always abstained) as null: strict JSON readers refuse NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+

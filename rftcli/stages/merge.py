@@ -2,21 +2,38 @@
 
 The base is read from the adapter's `rftcli_manifest.json` (else PEFT's `base_model_name_or_path`),
 overridable with `--base`; a base that is itself an adapter is merged first. The base is always
-loaded in full precision, so a QLoRA adapter is merged into real weights, never into 4-bit ones.
+loaded in full precision (float32), so a QLoRA adapter is merged into real weights, never into 4-bit
+ones.
 
-Before finishing, the saved folder is reloaded with plain `AutoModelForImageTextToText` and its logits
-on probe inputs are compared with the adapter model's; above `tolerance` the merge is refused and
-nothing is written.
+Verification, on two probe inputs with an image each, before the folder is moved into place:
+1. the merged float32 model's logits against the adapter model's (base + unmerged adapter): the merge's
+   own error, at most `tolerance`;
+2. the saved folder, reloaded with plain `AutoModelForImageTextToText`, against the merged model as it
+   was meant to be saved (its weights rounded to `dtype`): at most `tolerance`, so the files hold what
+   was merged.
+A 16-bit `dtype` rounds every weight, which moves logits by far more than a wrong merge would hide in; that
+rounding is measured and reported (`rounding_effect`), not held to the tolerance. Above the tolerance,
+or with non-finite logits, the merge is refused and nothing is written.
+
+The folder is laid out like a Hub checkpoint, as vLLM and transformers load it: `config.json` (with
+`architectures` and the saved dtype), `generation_config.json`, `model.safetensors` (sharded with an
+index above 50 GB), tokenizer files, `chat_template.jinja`, `processor_config.json`, and also the
+image processor's `preprocessor_config.json`: processors saved where torchvision is missing carry no
+video processor, and transformers on a machine with torchvision (vLLM's) builds the Qwen-VL video
+processor from `preprocessor_config.json` when `processor_config.json` has none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.manifest import make_manifest, write_checkpoint_manifest
 from rftcli.tasks import INSTRUCTION
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -30,15 +47,17 @@ class Config:
     dtype: str = "float32"
     """dtype of the saved weights: float32, bfloat16, float16."""
     tolerance: float = 1e-4
-    """Largest allowed |logit| difference between merged and adapter model (float32 comparison)."""
+    """Largest allowed |logit| difference of the merge and of the saved files (float32 comparisons)."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint."""
     overwrite: bool = False
     """Replace an existing output."""
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "bfloat16", "float16"):
+        if self.dtype not in DTYPES:
             raise ValueError("dtype must be float32, bfloat16 or float16")
+        if not self.tolerance > 0:
+            raise ValueError("tolerance must be > 0")
 
 
 @dataclass(frozen=True)
@@ -46,7 +65,13 @@ class Result:
     path: Path
     base: str
     max_logit_diff: float
+    """Merged model vs adapter model, float32 (for a float32 save: the reloaded folder)."""
+    saved_logit_diff: float
+    """Reloaded folder vs the merged model rounded to `dtype`."""
+    rounding_effect: float
+    """Reloaded folder vs adapter model: what saving in `dtype` changed (about 0 for float32)."""
     adapter_effect: float
+    """Adapter model vs its base: how much the adapter moves the logits."""
 
 
 def probe_rows() -> list[dict]:
@@ -76,6 +101,28 @@ def probe_logits(model, processor):
         return model(**inputs).logits.float()  # [2, L, V]
 
 
+def _max_diff(a, b) -> float:
+    return float((a - b).abs().max())  # NaN when either side is not finite
+
+
+def _check(diff: float, limit: float, adapter: Path, what: str) -> None:
+    # `not <=` also refuses NaN.
+    if not diff <= limit:
+        raise ValueError(f"{adapter}: {what} differ by {diff:.3g} (> {limit:g}); nothing written")
+
+
+def _cast_parameters(model: Any, dtype: Any) -> None:
+    # Parameters only: buffers such as rotary inv_freq are recomputed in float32 on load, not saved.
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+
+
+def save_processor(processor: Any, folder: Path) -> None:
+    """The processor as transformers 5 saves it, plus the image processor's `preprocessor_config.json`."""
+    processor.save_pretrained(folder)
+    processor.image_processor.save_pretrained(folder)
+
+
 def run(config: Config) -> Result:
     import torch
     from transformers import AutoModelForImageTextToText
@@ -88,24 +135,39 @@ def run(config: Config) -> Result:
     loaded = load_model(str(config.adapter), base=config.base, dtype="float32",
                         trust_remote_code=config.trust_remote_code)
     model = loaded.model.eval()
-    adapter_logits = probe_logits(model, loaded.processor)
+    adapter_logits = probe_logits(model, loaded.processor)  # [2, L, V]
+    if not bool(torch.isfinite(adapter_logits).all()):
+        raise ValueError(f"{config.adapter}: the adapter model's logits are not finite (NaN or inf in the adapter's "
+                         "weights?); nothing written")
     with model.disable_adapter():
         base_logits = probe_logits(model, loaded.processor)
-    merged = model.merge_and_unload()
+    merged = model.merge_and_unload().eval()
+    merged_logits = probe_logits(merged, loaded.processor)
+    merge_diff = _max_diff(merged_logits, adapter_logits)
+    _check(merge_diff, config.tolerance, config.adapter, "the merged model's logits and the adapter model's")
     manifest = make_manifest("merge", config, {"adapter": config.adapter}, base_model=None, kind="full",
                              merged_from={"adapter": str(config.adapter), "base": loaded.base})
     dtype = getattr(torch, config.dtype)
     with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
-        merged.to(dtype).save_pretrained(tmp, safe_serialization=True)
-        loaded.processor.save_pretrained(tmp)
+        _cast_parameters(merged, dtype)
+        merged.save_pretrained(tmp, safe_serialization=True)
+        save_processor(loaded.processor, tmp)
+        if dtype != torch.float32:
+            _cast_parameters(merged, torch.float32)  # the rounded weights, computed in float32
+            merged_logits = probe_logits(merged, loaded.processor)
+        del merged
         reloaded = AutoModelForImageTextToText.from_pretrained(tmp, dtype=torch.float32).eval()
-        diff = float((probe_logits(reloaded, loaded.processor) - adapter_logits).abs().max())
-        # Saving in a 16-bit dtype rounds weights; allow for that rounding, not for a wrong merge.
-        limit = config.tolerance if config.dtype == "float32" else max(config.tolerance, 0.05)
-        if not diff <= limit:
-            raise ValueError(f"{config.adapter}: merged model's logits differ from the adapter model's by {diff:.3g} "
-                             f"(> {limit:g}); nothing written")
-        manifest["verification"] = {"max_logit_diff": diff, "tolerance": limit}
+        reloaded_logits = probe_logits(reloaded, loaded.processor)
+        del reloaded
+        saved_diff = _max_diff(reloaded_logits, merged_logits)
+        _check(saved_diff, config.tolerance, config.adapter, "the saved folder's logits and the merged model's")
+        rounding = _max_diff(reloaded_logits, adapter_logits)
+        max_diff = merge_diff
+        if dtype == torch.float32:  # nothing rounded: the saved folder itself must match the adapter model
+            max_diff = rounding
+            _check(max_diff, config.tolerance, config.adapter, "the saved folder's logits and the adapter model's")
+        manifest["verification"] = {"max_logit_diff": max_diff, "saved_logit_diff": saved_diff,
+                                    "rounding_effect": rounding, "tolerance": config.tolerance}
         write_checkpoint_manifest(tmp, manifest)
-    effect = float((adapter_logits - base_logits).abs().max())
-    return Result(path=config.out, base=loaded.base, max_logit_diff=diff, adapter_effect=effect)
+    return Result(path=config.out, base=loaded.base, max_logit_diff=max_diff, saved_logit_diff=saved_diff,
+                  rounding_effect=rounding, adapter_effect=_max_diff(adapter_logits, base_logits))

@@ -1,37 +1,62 @@
-"""prepare-data: raw data in, one validated `dataset` Parquet out.
+"""Stage prepare-data: make the `dataset` table from a built-in synthetic task (`--task counting`) or from
+data in the layouts the field publishes (`--input PATH`, `--format auto|rows|llava|mathvista|geometry3k|
+clevr|refcoco`; `rftcli.formats` documents every container and layout). Writes the `dataset` table
+(see `rftcli.schema`) with a split assigned by a hash of each row's id, so the same row always lands in
+the same split whatever the order, machine or run.
 
-Reads a built-in synthetic task (`--task counting`) or a JSONL / Parquet file whose rows hold a
-question, an answer and image paths or inline base64 (`--input data.jsonl`). Writes the `dataset`
-table (see `rftcli.schema`), streaming in batches, with a split assigned by a hash of each row's id
-so the same row always lands in the same split.
+Per input row (`rftcli.formats.build`): columns renamed (`--map src=dst`), the layout's adapter maps the
+row, images are decoded once, turned upright (EXIF), RGB, resized within `--max-pixels`/`--min-pixels`
+and re-encoded only when changed (`rftcli.images`), the answer is normalised per answer type (the
+source's kept as metadata.raw_answer), and the prompt gets its options and instruction.
 
-Input rows (JSONL or Parquet), after `--map src=dst` renames:
-    prompt (or question)   required text
-    answer                 required; numbers are stored as text
-    images / image         optional: a path (relative to the input file), a list of them, a data URI
-                           or base64 string, or {bytes, path} structs
-    id, task, system, answer_type, choices, reasoning, response: optional; other fields go to metadata
+Choices this stage makes:
+    streaming  records are read and rows written in batches (256 rows or 64 MB of images), so memory
+               does not grow with the data; what does grow is one 16-byte key per row for deduplication
+               and each row's id for the duplicate-id check: a few hundred bytes a row (the bench saw
+               +30 MB from 10k to 100k input rows), some hundreds of MB at ten million rows.
+    dedupe     an input row whose prompt, answer, answer type, choices, system and image contents (sha256
+               of the stored bytes) equal an earlier row's is dropped and counted (`--keep-duplicates`
+               keeps them). Rows of a built-in task are never deduplicated: their repeats are
+               independent samples, and the demo's data must not change.
+    shuffle    `--shuffle` reorders rows through a buffer of `--shuffle-buffer` rows (default 10,000):
+               memory is the buffer times the average row (images included), and rows move at most about
+               a buffer's length. A buffer at least as long as the input is a full shuffle. Splits do not
+               depend on order; ids of input rows without one come from their position before shuffling.
+    bad rows   a missing or unreadable image, a missing or empty prompt or answer, an answer that does not
+               fit its type, a malformed line: by default the run stops with file, line or row, and column,
+               and writes nothing. `--skip-bad` writes the good rows and one `rejects` row per bad one
+               (source, location, column, reason, raw JSON) to `--rejects` (default <out>.rejects.parquet).
+               With no bad rows no rejects file is written, since `datasets` cannot open a Parquet file
+               with zero rows; an old one at that path is removed (with --overwrite).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import io
-import json
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from rftcli.atomic import check_output
+from rftcli.formats import FORMATS, BadRow, Context, Record, Where, resolve_layout
+from rftcli.formats.build import RowBuilder, raw_json
+from rftcli.formats.prompt import resolve_instruction, resolve_system
+from rftcli.images import PIL_DEFAULT_MAX_PIXELS, ImageProcessor
 from rftcli.manifest import make_manifest
 from rftcli.schema import TableWriter
-from rftcli.tasks import INSTRUCTION, TASKS
+from rftcli.tasks import TASKS
 
-_KNOWN = {"id", "task", "system", "prompt", "images", "answer", "answer_type", "choices", "reasoning", "response",
-          "metadata", "split"}
-_ANSWER_TYPES = {"number", "choice", "text", "math", "box"}
+__all__ = ["BadRow", "Config", "Result", "assign_split", "run"]
+
+_BATCH_ROWS = 256
+_BATCH_BYTES = 64 << 20
+_BOX_FORMATS = ("auto", "xyxy", "xywh")
+_BOX_UNITS = ("auto", "pixel", "normalized", "norm1000")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,40 +64,94 @@ class Config:
     out: Path
     """Output dataset Parquet file."""
     task: str | None = None
-    """Built-in synthetic task to generate (counting)."""
+    """Built-in synthetic task to generate: counting, comparison, arithmetic, grounding."""
     input: Path | None = None
-    """JSONL or Parquet file to convert (instead of --task)."""
+    """File or folder to convert (instead of --task): JSONL, JSON, CSV/TSV, Parquet, a datasets save_to_disk
+    folder, an image folder with a labels file, the Geometry3K folder."""
+    format: str = "auto"
+    """Layout of --input: auto, rows, llava, mathvista, geometry3k, clevr, refcoco."""
     num: int = 1000
     """Rows to generate for a synthetic task."""
     task_options: tuple[str, ...] = ()
-    """Synthetic task knobs as key=value (counting: image_size, max_count, distractors)."""
+    """Synthetic task knobs as key=value (see `rftcli.tasks`)."""
     map: tuple[str, ...] = ()
     """Column renames for --input, as src=dst (e.g. question=prompt)."""
+    system: str | None = None
+    """System prompt for rows without one: a name (think) or your text."""
     instruction: str | None = None
-    """Instruction appended to each prompt; default: think in <think>, answer in <answer>. '' for none."""
+    """Instruction added to each prompt: a name (think, answer, boxed, none), your text, or a template
+    holding {question}; default think. '' for none."""
+    question: str | None = None
+    """Prompt for input rows that have none (an image folder whose labels file holds only labels)."""
+    image_root: Path | None = None
+    """Folder that relative image paths start from (default: the input's folder)."""
+    max_pixels: int | None = None
+    """Shrink images above this many pixels (width x height), keeping the aspect ratio."""
+    min_pixels: int | None = None
+    """Enlarge images below this many pixels, keeping the aspect ratio."""
+    max_image_pixels: int = PIL_DEFAULT_MAX_PIXELS
+    """Refuse images larger than this before decoding them (decompression-bomb guard)."""
+    video_frames: int = 8
+    """Frames sampled from each video into the row's images."""
+    box_format: str = "auto"
+    """Source boxes: xyxy, xywh or auto (the layout's convention)."""
+    box_units: str = "auto"
+    """Source boxes: pixel, normalized (0-1), norm1000 (0-1000) or auto (normalized when all values <= 1)."""
+    dedupe: bool = True
+    """Drop input rows whose content repeats an earlier row's (not applied to built-in tasks)."""
+    skip_bad: bool = False
+    """Write good rows and a rejects table instead of stopping at the first bad row."""
+    rejects: Path | None = None
+    """Rejects Parquet file for --skip-bad (default: <out>.rejects.parquet)."""
     test_fraction: float = 0.1
     """Share of rows assigned to the test split (by id hash)."""
     val_fraction: float = 0.0
     """Share of rows assigned to the val split (by id hash)."""
     limit: int | None = None
-    """Stop after this many rows."""
+    """Stop after writing this many rows."""
+    shuffle: bool = False
+    """Shuffle row order through a buffer of --shuffle-buffer rows (seeded by --seed)."""
+    shuffle_buffer: int = 10_000
+    """Rows held for --shuffle; at least the number of rows for a full shuffle."""
     seed: int = 0
-    """Seed for synthetic data."""
+    """Seed for synthetic data and shuffling."""
     overwrite: bool = False
-    """Replace an existing output."""
+    """Replace existing outputs."""
 
     def __post_init__(self):
         if (self.task is None) == (self.input is None):
             raise ValueError("give exactly one of --task (synthetic data) or --input (a file to convert)")
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; built-in tasks: {', '.join(TASKS)}")
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; formats: {', '.join(FORMATS)}")
+        if self.task is not None and self.format != "auto":
+            raise ValueError("--format applies to --input, not to a built-in --task")
         if not 0 <= self.test_fraction + self.val_fraction < 1 or self.test_fraction < 0 or self.val_fraction < 0:
             raise ValueError("test_fraction and val_fraction must be >= 0 and sum to less than 1")
         if self.num < 1:
             raise ValueError("num must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be at least 1")
+        for name in ("max_pixels", "min_pixels", "max_image_pixels", "video_frames", "shuffle_buffer"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_pixels and self.min_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        if self.box_format not in _BOX_FORMATS:
+            raise ValueError(f"box_format must be one of {', '.join(_BOX_FORMATS)}")
+        if self.box_units not in _BOX_UNITS:
+            raise ValueError(f"box_units must be one of {', '.join(_BOX_UNITS)}")
         for item in self.task_options + self.map:
             if "=" not in item:
                 raise ValueError(f"expected key=value, got {item!r}")
+        if self.skip_bad and Path(self.rejects_path).resolve() == Path(self.out).resolve():
+            raise ValueError("--rejects must differ from --out")
+
+    @property
+    def rejects_path(self) -> Path:
+        return Path(self.rejects) if self.rejects is not None else Path(self.out).with_suffix(".rejects.parquet")
 
 
 @dataclass(frozen=True)
@@ -80,6 +159,17 @@ class Result:
     path: Path
     rows: int
     splits: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    """Bad rows skipped (--skip-bad)."""
+    rejects_path: Path | None = None
+    """The rejects table, or None when nothing was rejected (no file is written then)."""
+    duplicates: int = 0
+    """Rows dropped as repeats of an earlier row."""
+    layout: str | None = None
+    """Layout used for --input (None for a built-in task)."""
+    container: str | None = None
+    """Reader used for --input: jsonl, json, csv, parquet, hf-disk, imagefolder, intergps."""
+    seconds: float = 0.0
 
 
 def assign_split(row_id: str, test_fraction: float, val_fraction: float) -> str:
@@ -101,181 +191,160 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-class BadRow(ValueError):
-    """One input row cannot be converted; carries the location for the message."""
-
-
-def _image_item(value: Any, base_dir: Path, where: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return {"bytes": bytes(value["bytes"]), "path": value.get("path")}
-        value = value.get("path")
-    if not isinstance(value, str) or not value:
-        raise BadRow(f"{where}, column 'images': expected an image path or base64 string, got {value!r}")
-    if value.startswith("data:"):
-        decoded = _b64_image(value.partition(",")[2])
-        if decoded is None:
-            raise BadRow(f"{where}, column 'images': data URI is not valid base64")
-        return {"bytes": decoded, "path": None}
-    path = Path(value) if Path(value).is_absolute() else base_dir / value
-    if path.is_file():
-        return {"bytes": path.read_bytes(), "path": value}
-    decoded = _b64_image(value)
-    if decoded is None:
-        raise BadRow(f"{where}, column 'images': image file {path} not found")
-    return {"bytes": decoded, "path": None}
-
-
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
-
-
-def _b64_image(text: str) -> bytes | None:
-    """Decoded bytes if `text` is base64 of an image file, else None (then it was meant as a path)."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if data.startswith(_IMAGE_MAGIC) else None
-
-
-def _check_image(data: bytes, where: str) -> None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except Exception as err:  # PIL raises many types for broken files
-        raise BadRow(f"{where}, column 'images': unreadable image ({type(err).__name__})") from None
-
-
-def convert_row(raw: dict[str, Any], where: str, base_dir: Path, renames: dict[str, str]) -> dict[str, Any]:
-    """One input record to a dataset row (without split). Raises BadRow naming the column."""
-    row = {renames.get(k, k): v for k, v in raw.items()}
-    if "prompt" not in row and "question" in row:
-        row["prompt"] = row.pop("question")
-    if "images" not in row and "image" in row:
-        row["images"] = row.pop("image")
-    for name in ("prompt", "answer"):
-        value = row.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise BadRow(f"{where}, column {name!r}: missing or empty")
-    images = row.get("images")
-    if images is None:
-        images = []
-    elif isinstance(images, (str, dict)):
-        images = [images]
-    items = [_image_item(v, base_dir, where) for v in images]
+def shuffled(items: Iterable[T], buffer: int, seed: int) -> Iterator[T]:
+    """Items in a seeded random order, holding at most `buffer` of them at a time."""
+    rng = random.Random(seed)
+    held: list[T] = []
     for item in items:
-        _check_image(item["bytes"], where)
-    answer = row["answer"]
-    answer = json.dumps(answer) if isinstance(answer, (list, dict)) else str(answer)
-    answer_type = row.get("answer_type") or ("number" if _is_number(answer) else "text")
-    if answer_type not in _ANSWER_TYPES:
-        raise BadRow(f"{where}, column 'answer_type': {answer_type!r} is not one of {', '.join(sorted(_ANSWER_TYPES))}")
-    choices = row.get("choices")
-    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
-        raise BadRow(f"{where}, column 'choices': expected a list of strings")
-    extra = {k: v for k, v in row.items() if k not in _KNOWN and k not in ("question", "image")}
-    meta = row.get("metadata")
-    if isinstance(meta, str) and meta:
-        try:
-            meta = json.loads(meta)
-        except json.JSONDecodeError:
-            raise BadRow(f"{where}, column 'metadata': not a JSON object") from None
-    meta = {**(meta or {}), **extra}
-    return {
-        "id": str(row["id"]) if row.get("id") is not None else None,
-        "task": str(row.get("task") or "custom"),
-        "system": row.get("system"),
-        "prompt": str(row["prompt"]),
-        "images": items,
-        "answer": answer,
-        "answer_type": answer_type,
-        "choices": choices,
-        "reasoning": row.get("reasoning"),
-        "response": row.get("response"),
-        "metadata": json.dumps(meta, default=str, sort_keys=True) if meta else None,
-    }
+        if len(held) < buffer:
+            held.append(item)
+            continue
+        j = rng.randrange(buffer)
+        yield held[j]
+        held[j] = item
+    rng.shuffle(held)
+    yield from held
 
 
-def _is_number(text: str) -> bool:
+def _synthetic(config: Config) -> Iterator[dict[str, Any]]:
+    knobs = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in config.task_options)}
+    if config.instruction is not None:
+        knobs["instruction"] = resolve_instruction(config.instruction)
+    system = resolve_system(config.system)
     try:
-        float(text.replace(",", ""))
-        return True
-    except ValueError:
-        return False
+        rows = TASKS[config.task](config.num, config.seed, **knobs)
+        for row in rows:
+            if system and not row.get("system"):
+                row["system"] = system
+            yield row
+    except TypeError as err:
+        raise ValueError(f"task {config.task}: bad --task-option ({err})") from None
 
 
-def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location, record) pairs of a JSONL or Parquet file, streamed."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise BadRow(f"{path}: line {lineno}, column {err.colno}: malformed JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise BadRow(f"{path}: line {lineno}: expected a JSON object")
-                yield f"{path}: line {lineno}", record
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+class _Rejects:
+    """The rejects table, opened on the first bad row (so no rows, no file)."""
 
-        row = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-            for record in batch.to_pylist():
-                yield f"{path}: row {row}", record
-                row += 1
-    else:
-        raise ValueError(f"{path}: unsupported input format {suffix!r}; use .jsonl or .parquet")
+    def __init__(self, path: Path | None, manifest: dict[str, Any], overwrite: bool, stack: ExitStack):
+        self.path, self.manifest, self.overwrite, self.stack = path, manifest, overwrite, stack
+        self.writer: TableWriter | None = None
+        self.batch: list[dict[str, Any]] = []
+        self.count = 0
+        self.first: BadRow | None = None
+
+    def add(self, bad: BadRow, record: Record | None) -> None:
+        if self.writer is None:
+            self.writer = self.stack.enter_context(TableWriter(self.path, "rejects", self.manifest,
+                                                               overwrite=self.overwrite))
+        raw = None
+        if record is not None:
+            raw = raw_json(record.data) if record.data is not None else record.raw_text
+        self.batch.append({"source": bad.where.source, "location": bad.where.location, "column": bad.column,
+                           "reason": bad.reason, "raw": raw})
+        self.count += 1
+        self.first = self.first or bad
+        if len(self.batch) >= _BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.writer is not None and self.batch:
+            self.writer.write_rows(self.batch)
+        self.batch = []
 
 
-def _rows(config: Config) -> Iterator[dict[str, Any]]:
-    if config.task is not None:
-        knobs = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in config.task_options)}
-        if config.instruction is not None:
-            knobs["instruction"] = config.instruction
+def _input_rows(config: Config, info: dict[str, Any]) -> Iterator[tuple[Record | None, Any]]:
+    """(record, row-or-BadRow) pairs of --input, shuffled if asked."""
+    from rftcli.formats.readers import open_input
+
+    opened = open_input(config.input)
+    layout, records = resolve_layout(opened, config.format, str(config.input))
+    info.update(layout=layout, container=opened.container)
+    ctx = Context(image_root=config.image_root, question=config.question, box_format=config.box_format,
+                  box_units=config.box_units)
+    builder = RowBuilder(layout, ctx, ImageProcessor(config.max_pixels, config.min_pixels, config.max_image_pixels),
+                         instruction=resolve_instruction(config.instruction), system=resolve_system(config.system),
+                         renames=dict(item.split("=", 1) for item in config.map),
+                         id_prefix=config.input.stem if config.input.is_file() else config.input.name,
+                         video_frames=config.video_frames)
+    if config.shuffle:  # shuffle the raw records: ids and locations stay those of the input order
+        records = shuffled(records, config.shuffle_buffer, config.seed)
+    for record in records:
         try:
-            yield from TASKS[config.task](config.num, config.seed, **knobs)
-        except TypeError as err:
-            raise ValueError(f"task {config.task}: bad --task-option ({err})") from None
-        return
-    if not config.input.is_file():
-        raise ValueError(f"{config.input}: no such file")
-    renames = dict(item.split("=", 1) for item in config.map)
-    instruction = INSTRUCTION if config.instruction is None else config.instruction
-    for i, (where, record) in enumerate(_records(config.input)):
-        row = convert_row(record, where, config.input.parent, renames)
-        if row["id"] is None:
-            row["id"] = f"{config.input.stem}-{i:07d}"
-        if instruction and instruction not in row["prompt"]:
-            row["prompt"] = f"{row['prompt']} {instruction}"
-        yield row
+            yield record, builder.build(record)
+        except BadRow as bad:
+            yield record, bad
 
 
 def run(config: Config) -> Result:
+    start = time.time()
+    out = Path(config.out)
+    check_output(out, config.overwrite)
+    rejects_path = config.rejects_path if config.skip_bad and config.input is not None else None
+    if rejects_path is not None:
+        check_output(rejects_path, config.overwrite)
     inputs = {"input": config.input} if config.input else {}
     manifest = make_manifest("prepare-data", config, inputs, seed=config.seed)
-    seen: set[str] = set()
+    info: dict[str, Any] = {}
+    if config.task is not None:
+        rows = ((None, row) for row in _synthetic(config))
+        if config.shuffle:
+            rows = shuffled(rows, config.shuffle_buffer, config.seed)
+    else:
+        rows = _input_rows(config, info)
+    seen_ids: set[str] = set()
+    seen_keys: set[bytes] = set()
     splits: dict[str, int] = {}
+    duplicates = 0
     batch: list[dict[str, Any]] = []
-    with TableWriter(config.out, "dataset", manifest, overwrite=config.overwrite) as writer:
-        for row in _rows(config):
-            if config.limit is not None and len(seen) >= config.limit:
+    batch_bytes = 0
+    with ExitStack() as stack:
+        writer = stack.enter_context(TableWriter(out, "dataset", manifest, overwrite=config.overwrite))
+        rejects = _Rejects(rejects_path, manifest, config.overwrite, stack)
+        for record, row in rows:
+            if config.limit is not None and len(seen_ids) >= config.limit:
                 break
-            if row["id"] in seen:
-                raise BadRow(f"{config.input or config.task}: duplicate id {row['id']!r}")
-            seen.add(row["id"])
+            if isinstance(row, dict) and row["id"] in seen_ids and row.get("_key") not in seen_keys:
+                where = record.where if record is not None else Where(str(config.task))
+                row = BadRow(where, f"duplicate id {row['id']!r}", column="id")
+            if isinstance(row, BadRow):
+                if rejects_path is None:
+                    raise row
+                rejects.add(row, record)
+                continue
+            key = row.pop("_key", None)
+            row_bytes = row.pop("_bytes", 0)
+            if config.dedupe and key is not None:
+                if key in seen_keys:
+                    duplicates += 1
+                    continue
+                seen_keys.add(key)
+            seen_ids.add(row["id"])
             row["split"] = assign_split(row["id"], config.test_fraction, config.val_fraction)
             splits[row["split"]] = splits.get(row["split"], 0) + 1
             batch.append(row)
-            if len(batch) >= 256:
+            batch_bytes += row_bytes
+            if len(batch) >= _BATCH_ROWS or batch_bytes >= _BATCH_BYTES:
                 writer.write_rows(batch)
-                batch = []
+                batch, batch_bytes = [], 0
         writer.write_rows(batch)
+        rejects.flush()
         if writer.rows_written == 0:
-            raise ValueError(f"{config.input or config.task}: no rows to write")
-    return Result(path=config.out, rows=len(seen), splits=splits)
+            why = f"; all {rejects.count} rows were rejected, the first: {rejects.first}" if rejects.count else ""
+            raise ValueError(f"{config.input or config.task}: no rows to write{why}")
+    if rejects_path is not None and rejects.count == 0 and rejects_path.exists():
+        rejects_path.unlink()  # an old run's rejects would describe rows this run did not see
+    return Result(path=out, rows=len(seen_ids), splits=splits, rejected=rejects.count,
+                  rejects_path=rejects_path if rejects.count else None, duplicates=duplicates,
+                  layout=info.get("layout"), container=info.get("container"), seconds=time.time() - start)
+
+
+def describe(result: Result) -> list[tuple[str, Any]]:
+    """Summary lines for the command line."""
+    lines: list[tuple[str, Any]] = [("rows", result.rows), *sorted(result.splits.items())]
+    if result.layout:  # built-in tasks are neither deduplicated nor rejected from
+        lines += [("input", f"{result.container}, layout {result.layout}"), ("duplicates dropped", result.duplicates)]
+        if result.rejects_path is not None:
+            lines += [("rejected", result.rejected), ("rejects file", str(result.rejects_path))]
+        else:
+            lines.append(("rejected", "0 (no rejects file written)"))
+    lines.append(("seconds", round(result.seconds, 1)))
+    return lines

@@ -1,33 +1,66 @@
 """sft-coldstart: supervised fine-tuning that teaches the answer format before RL.
 
-Reads a `dataset` (rows with `response`, or `reasoning` + `answer`) and trains with TRL's
-`SFTTrainer` on prompt-completion pairs, so the loss covers the assistant turn only (TRL's
-`completion_only_loss`). Writes a PEFT LoRA adapter folder (default: language model only) or, with
-`--full`, a full model folder; either carries `rftcli_manifest.json` naming its base model, and
-`metrics.jsonl` with the logged steps.
+Reads training rows and trains with TRL's `SFTTrainer` on prompt-completion pairs, so the loss covers
+the assistant turn only (TRL's `completion_only_loss`: prompt, image and chat-template tokens are
+labelled -100; the target text and its `<|im_end|>` are kept, so the model learns to stop).
+
+Training rows come from
+- a `dataset` table: the target is `response`, else `reasoning` + `answer` in the think/answer format;
+- a `rollouts` or `scores` table (distillation, rejection sampling): the target is the sampled
+  `completion`. Completions cut off at the token limit (`finish_reason` "length") or empty are dropped,
+  since training on them would teach the model to stop mid-answer; `min_reward` keeps only rows whose
+  `reward_column` is at least that (an abstaining reward, null, never passes).
+
+Writes a PEFT LoRA adapter folder or, with `full`, a full model folder; either carries
+`rftcli_manifest.json` naming its base model, and `metrics.jsonl` with every logged step (training loss,
+and `eval_loss` on `eval_split`, always once at the end).
+
+Model choices:
+- LoRA targets every linear layer of the language model (found per architecture by
+  `rftcli.training.lora_target_modules`); `lora_vision` adds the vision tower and projector;
+  `target_modules` keeps only the named layers.
+- QLoRA (`load_in_4bit`): NF4 with double quantization, compute in bf16 on GPUs that have it (fp32 on a
+  CPU); the vision tower and lm_head stay unquantized. TRL keeps the LoRA weights in bf16, following the
+  QLoRA paper. `peft.prepare_model_for_kbit_training` is deliberately not called: besides what TRL and
+  PEFT already do (freeze the base, make inputs require grads under gradient checkpointing) it casts every
+  unquantized weight - here the whole vision tower, the embeddings and lm_head - to fp32, about 3.5 GB
+  more for a 7B VLM, which is what 4-bit loading was meant to save.
+- Packing is refused: TRL's SFTTrainer does not pack vision-language data (each row's image tokens must
+  stay with its pixels), and rftcli's data always has an images column.
+
+Checkpoints (`save_steps`) go to `<out>.work/`, transformers' `checkpoint-N` folders; `resume` continues
+an interrupted run from the newest complete one, with weights, optimizer, scheduler, RNG states and data
+position restored, so the result equals an uninterrupted run's (see tests/test_sft_merge.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.manifest import make_manifest
-from rftcli.schema import read_table
+from rftcli.schema import dataset_columns, read_table
 from rftcli.stages.rollout import select_split
+
+PACKING_REFUSED = ("--packing is not supported: TRL's SFTTrainer does not pack vision-language data (it refuses "
+                   "datasets with images); leave it off")
 
 
 @dataclass(frozen=True)
 class Config:
     dataset: Path
-    """Input dataset Parquet file (rows need response or reasoning)."""
+    """Training rows: a dataset Parquet (response or reasoning column), or a rollouts/scores table whose
+    completions become the targets (distillation)."""
     model: str
     """Start model: hub id, local folder or builtin:NAME."""
     out: Path
     """Output checkpoint folder."""
     split: str = "train"
-    """Dataset split to train on."""
+    """Split to train on."""
     full: bool = False
     """Train all weights instead of a LoRA adapter."""
     lora_r: int = 16
@@ -37,9 +70,11 @@ class Config:
     lora_dropout: float = 0.05
     """LoRA dropout."""
     lora_vision: bool = False
-    """Also put LoRA on the vision tower."""
+    """Also put LoRA on the vision tower and projector (default: language model only)."""
+    target_modules: str | None = None
+    """Comma-separated linear layer names to adapt, e.g. q_proj,v_proj (default: every linear layer)."""
     load_in_4bit: bool = False
-    """QLoRA: load the base in 4-bit NF4 (needs bitsandbytes)."""
+    """QLoRA: load the base in 4-bit NF4 with double quantization (needs bitsandbytes)."""
     learning_rate: float = 2e-4
     """Peak learning rate."""
     lr_scheduler: str = "cosine"
@@ -58,8 +93,26 @@ class Config:
     """Truncate sequences to this many tokens (None: no truncation)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
+    packing: bool = False
+    """Not supported for vision-language data (TRL refuses it); True is an error."""
+    min_reward: float | None = None
+    """Distillation: keep only completions whose reward_column is at least this (scores tables)."""
+    reward_column: str = "reward"
+    """Distillation: the scores column min_reward applies to, e.g. reward_accuracy."""
+    eval_split: str | None = None
+    """Split to compute eval_loss on (e.g. val); None: no evaluation."""
+    eval_dataset: Path | None = None
+    """Table the eval split comes from, unfiltered (default: the training input, with its filters)."""
+    eval_steps: int | None = None
+    """Also evaluate every N steps (default: only at the end)."""
+    save_steps: int | None = None
+    """Save a resumable checkpoint in <out>.work every N steps (None: none)."""
+    save_total_limit: int | None = 2
+    """Keep at most this many checkpoints in <out>.work (None: all)."""
+    resume: bool = False
+    """Continue the interrupted run in <out>.work from its newest complete checkpoint."""
     limit: int | None = None
-    """Use only the first N rows of the split."""
+    """Use only the first N training rows (after filtering)."""
     logging_steps: int = 10
     """Log every N steps to metrics.jsonl."""
     report_to: str = "none"
@@ -71,13 +124,29 @@ class Config:
     seed: int = 0
     """Seed for data order and initialisation."""
     overwrite: bool = False
-    """Replace an existing output."""
+    """Replace an existing output (and an interrupted run's checkpoints)."""
 
     def __post_init__(self):
+        if self.packing:
+            raise ValueError(PACKING_REFUSED)
         if self.full and self.load_in_4bit:
             raise ValueError("--full and --load-in-4bit cannot be combined: 4-bit weights are not trainable")
+        if self.full and (self.lora_vision or self.target_modules):
+            raise ValueError("--lora-vision and --target-modules choose LoRA layers; --full trains every weight")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be at least 1")
+        for name in ("save_steps", "eval_steps", "save_total_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or unset)")
+        if self.resume and not self.save_steps:
+            raise ValueError("--resume continues from checkpoints: the run needs --save-steps")
+        if self.eval_steps and not self.eval_split:
+            raise ValueError("--eval-steps needs --eval-split")
+        if self.eval_split and self.eval_split == self.split and self.eval_dataset is None:
+            raise ValueError(f"eval split {self.eval_split!r} is the training split; pick another (e.g. val)")
+        if not self.reward_column.startswith("reward"):
+            raise ValueError(f"reward_column must be reward or reward_<name>, got {self.reward_column!r}")
 
 
 @dataclass(frozen=True)
@@ -86,45 +155,138 @@ class Result:
     steps: int
     train_loss: float
     rows: int
+    """Rows trained on."""
+    rows_read: int
+    """Rows of the split before distillation filters."""
+    eval_loss: float | None
+    resumed_from: int | None
+    """Step of the checkpoint the run continued from."""
+
+
+def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_column: str = "reward"
+             ) -> tuple[pa.Table, int]:
+    """A split's training rows in the dataset layout (target in `response`), and the split's row count
+    before filtering. See the module docstring for what a rollouts or scores table contributes."""
+    import pyarrow.compute as pc
+
+    art = read_table(path, ("dataset", "rollouts", "scores"))
+    table = select_split(art.table, split)
+    read = table.num_rows
+    if art.kind == "dataset":
+        if min_reward is not None:
+            raise ValueError(f"{path}: --min-reward filters a scores table's completions; this is a dataset table")
+        return table, read
+    if min_reward is not None:
+        if art.kind != "scores":
+            raise ValueError(f"{path}: a rollouts table has no rewards for --min-reward; run `rftcli score` first")
+        if reward_column not in table.column_names:
+            raise ValueError(f"{path}: no column {reward_column!r}; reward columns: reward, "
+                             + ", ".join(f"reward_{n}" for n in art.reward_names))
+        table = table.filter(pc.fill_null(pc.greater_equal(table[reward_column], min_reward), False))
+    table = table.filter(pc.and_(pc.equal(table["finish_reason"], "stop"),
+                                 pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table["completion"])), 0)))
+    rows = dataset_columns(table)
+    rows = rows.set_column(rows.schema.get_field_index("response"), "response", table["completion"])
+    rows = rows.set_column(rows.schema.get_field_index("reasoning"), "reasoning",
+                           pa.nulls(rows.num_rows, pa.string()))
+    return rows, read
+
+
+def sft_trainer(config: Config, loaded: Any, train: Any, eval_data: Any, output_dir: Path):
+    """TRL's SFTTrainer as this stage sets it up (tests inspect its collator)."""
+    from trl import SFTConfig, SFTTrainer
+
+    from rftcli.training import checkpoint_args, common_args, lora_config, lora_target_modules
+
+    args = SFTConfig(**{**common_args(output_dir, seed=config.seed, learning_rate=config.learning_rate,
+                                      batch_size=config.batch_size, grad_accum=config.grad_accum,
+                                      epochs=config.epochs, max_steps=config.max_steps,
+                                      lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio,
+                                      logging_steps=config.logging_steps,
+                                      gradient_checkpointing=config.gradient_checkpointing,
+                                      report_to=config.report_to, dtype=config.dtype),
+                        **checkpoint_args(config.save_steps, config.save_total_limit)},
+                     max_length=config.max_length, completion_only_loss=True, packing=False,
+                     eval_strategy="steps" if config.eval_steps else "no", eval_steps=config.eval_steps,
+                     per_device_eval_batch_size=config.batch_size)
+    peft_config = None
+    if not config.full:
+        targets = lora_target_modules(loaded.model, vision=config.lora_vision, names=config.target_modules)
+        peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, target_modules=targets)
+    return SFTTrainer(model=loaded.model, args=args, train_dataset=train, eval_dataset=eval_data,
+                      processing_class=loaded.processor, peft_config=peft_config)
+
+
+def _quantization(model: Any) -> dict[str, Any] | None:
+    qc = getattr(model.config, "quantization_config", None)
+    if qc is None:
+        return None
+    qc = qc if isinstance(qc, dict) else qc.to_dict()
+    return {k: str(qc.get(k)) if k == "bnb_4bit_compute_dtype" else qc.get(k)
+            for k in ("load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype",
+                      "llm_int8_skip_modules")}
 
 
 def run(config: Config) -> Result:
-    from trl import SFTConfig, SFTTrainer
-
     from rftcli.loading import load_model
-    from rftcli.training import (attach_progress, common_args, discard, lora_config, save_checkpoint,
-                                 trl_dataset, write_metrics)
+    from rftcli.training import (
+        attach_progress,
+        discard,
+        keep_if_resumable,
+        open_work_folder,
+        run_record,
+        save_checkpoint,
+        trl_dataset,
+        write_metrics,
+    )
 
     check_output(config.out, config.overwrite)
-    data = read_table(config.dataset, "dataset")
-    table = select_split(data.table, config.split)
+    table, read = sft_rows(config.dataset, config.split, config.min_reward, config.reward_column)
     if config.limit is not None:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
-        raise ValueError(f"{config.dataset}: no rows in split {config.split!r}")
+        kept = f" with {config.reward_column} >= {config.min_reward:g}" if config.min_reward is not None else ""
+        raise ValueError(f"{config.dataset}: no rows to train on in split {config.split!r}{kept}")
     train = trl_dataset(table, with_completion=True)
-    loaded = load_model(config.model, dtype=config.dtype, load_in_4bit=config.load_in_4bit,
-                        trust_remote_code=config.trust_remote_code, merge_adapter=True)
-    manifest = make_manifest("sft-coldstart", config, {"dataset": config.dataset, "model": config.model},
-                             seed=config.seed, base_model=None if config.full else config.model,
-                             kind="full" if config.full else "adapter")
-    with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
-        args = SFTConfig(**common_args(tmp / "trainer", seed=config.seed, learning_rate=config.learning_rate,
-                                       batch_size=config.batch_size, grad_accum=config.grad_accum,
-                                       epochs=config.epochs, max_steps=config.max_steps,
-                                       lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio,
-                                       logging_steps=config.logging_steps,
-                                       gradient_checkpointing=config.gradient_checkpointing,
-                                       report_to=config.report_to, dtype=config.dtype),
-                         max_length=config.max_length, completion_only_loss=True)
-        trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=train, processing_class=loaded.processor,
-                             peft_config=None if config.full else lora_config(config.lora_r, config.lora_alpha,
-                                                                              config.lora_dropout, config.lora_vision))
+    eval_data = None
+    if config.eval_split:
+        eval_source = config.eval_dataset or config.dataset
+        # The reward filter is the training input's; a separate eval table is taken as it is.
+        min_reward = config.min_reward if config.eval_dataset is None else None
+        eval_table, _ = sft_rows(eval_source, config.eval_split, min_reward, config.reward_column)
+        if eval_table.num_rows == 0:
+            raise ValueError(f"{eval_source}: no rows to evaluate on in split {config.eval_split!r}")
+        eval_data = trl_dataset(eval_table, with_completion=True)
+    inputs = {"dataset": config.dataset, "model": config.model}
+    if config.eval_dataset is not None:
+        inputs["eval_dataset"] = config.eval_dataset
+    manifest = make_manifest("sft-coldstart", config, inputs, seed=config.seed,
+                             base_model=None if config.full else config.model,
+                             kind="full" if config.full else "adapter", rows=table.num_rows, rows_read=read)
+    work = open_work_folder(config.out, run_record(config, manifest), resume=config.resume,
+                            overwrite=config.overwrite)
+    with keep_if_resumable(work):
+        loaded = load_model(config.model, dtype=config.dtype, load_in_4bit=config.load_in_4bit,
+                            trust_remote_code=config.trust_remote_code, merge_adapter=True)
+        manifest["quantization"] = _quantization(loaded.model)
+        trainer = sft_trainer(config, loaded, train, eval_data, work.path)
         attach_progress(trainer, "sft")
-        output = trainer.train()
-        save_checkpoint(trainer.model, loaded.processor, tmp, manifest)
-        write_metrics(trainer.state.log_history, tmp)
-        discard(tmp / "trainer")
+        output = trainer.train(resume_from_checkpoint=str(work.resume_from) if work.resume_from else None)
+        eval_loss = None
+        if eval_data is not None:
+            evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+            if evals and evals[-1]["step"] == trainer.state.global_step:
+                eval_loss = float(evals[-1]["eval_loss"])
+            else:
+                eval_loss = float(trainer.evaluate()["eval_loss"])
+        resumed_from = None
+        if work.resume_from is not None:
+            resumed_from = int(work.resume_from.name.removeprefix("checkpoint-"))
+            manifest["resumed_from_step"] = resumed_from
+        with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
+            save_checkpoint(trainer.model, loaded.processor, tmp, manifest)
+            write_metrics(trainer.state.log_history, tmp)
+    discard(work.path)
+    # train_loss: TRL's mean over the steps this process ran (after a resume, those since the checkpoint).
     return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(output.training_loss),
-                  rows=table.num_rows)
-
+                  rows=table.num_rows, rows_read=read, eval_loss=eval_loss, resumed_from=resumed_from)

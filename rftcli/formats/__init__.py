@@ -1,0 +1,141 @@
+"""Input data for `prepare-data`: where raw records come from, and how each published layout maps onto the
+`dataset` columns.
+
+Two questions, answered separately:
+
+    container  which reader streams the records; chosen from the path (`readers.py`):
+               .jsonl/.ndjson, .json (an array, or an object holding one, such as CLEVR's "questions"),
+               .csv/.tsv, .parquet (a file or a folder of them), a `datasets` save_to_disk folder (a Dataset
+               or a DatasetDict), an image folder with a labels file, the InterGPS Geometry3K folder.
+    layout     which adapter turns one record into dataset columns; `--format`, or detected from the
+               first readable record when exactly one layout fits it:
+               rows        prompt/question/problem, answer, images ... (the plain layout)
+               llava       LLaVA `conversations` (first human/gpt exchange)
+               mathvista   MathVista (pid, question, choices, answer, question_type, answer_type, precision ...)
+               geometry3k  Geometry3K, InterGPS data.json or the hiyouga/geometry3k Hub layout
+               clevr       CLEVR / Super-CLEVR questions (image_filename, question, answer)
+               refcoco     RefCOCO/+/g grounding (a referring expression and a bbox)
+
+Every reader streams (memory does not grow with the file) and yields `Record`s; a line that cannot be
+parsed becomes a `Record` carrying a `BadRow`, so `--skip-bad` can reject it and go on. An adapter
+returns a draft row: the dataset columns it knows, `metadata` as a dict, image references (paths,
+bytes, {bytes, path} structs, base64 or data URIs) and optionally a video path and a box spec; the stage
+then decodes images, normalises the answer and builds the prompt the same way for every layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a record came from: the file (or folder) and the line, row or item within it."""
+
+    source: str
+    location: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.location}" if self.location else self.source
+
+
+class BadRow(ValueError):
+    """One input row cannot be converted. The message names file, line or row, and column."""
+
+    def __init__(self, where: Where | str, reason: str | None = None, column: str | None = None):
+        if reason is None:  # a finished one-line message
+            where, reason = Where(str(where)), str(where)
+            message = reason
+        else:
+            where = where if isinstance(where, Where) else Where(str(where))
+            message = f"{where}, column {column!r}: {reason}" if column else f"{where}: {reason}"
+        super().__init__(message)
+        self.where, self.reason, self.column = where, reason, column
+
+
+@dataclass
+class Record:
+    """One raw input record, or the reason it could not be read (`data` None, `error` set)."""
+
+    index: int
+    """Position in the input, from 0, counting unreadable lines too: default ids derive from it."""
+    where: Where
+    data: dict[str, Any] | None
+    base_dir: Path
+    """Folder that relative image paths in this record start from."""
+    error: BadRow | None = None
+    raw_text: str | None = None
+    """The unparsed text of an unreadable line, for the rejects table."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Settings the adapters need beyond the record."""
+
+    image_root: Path | None = None
+    """Folder image paths are relative to; default: the record's base_dir."""
+    question: str | None = None
+    """Prompt for records that carry none (an image folder with only labels)."""
+    box_format: str = "auto"
+    """xyxy, xywh, or auto (the layout's convention; xyxy for plain rows)."""
+    box_units: str = "auto"
+    """pixel, normalized (0-1), norm1000 (0-1000), or auto (normalized when every value <= 1)."""
+
+
+@dataclass(frozen=True)
+class BoxSpec:
+    """How a source box is written, so the stage can convert it to pixel xyxy of the stored image."""
+
+    values: tuple[float, ...]
+    format: str  # xyxy or xywh
+    units: str  # pixel, normalized, norm1000 or auto
+
+
+@dataclass
+class Input:
+    """An opened input: the container name, a layout the container implies (or None), the records."""
+
+    container: str
+    records: Iterator[Record]
+    layout_hint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def layouts() -> dict[str, Any]:
+    """Adapter modules by --format name, in detection order."""
+    from rftcli.formats import clevr, geometry3k, llava, mathvista, refcoco, rows
+
+    return {"llava": llava, "mathvista": mathvista, "clevr": clevr, "refcoco": refcoco, "geometry3k": geometry3k,
+            "rows": rows}
+
+
+FORMATS = ("auto", "rows", "llava", "mathvista", "geometry3k", "clevr", "refcoco")
+
+
+def detect_layout(record: dict[str, Any], source: str) -> str:
+    """The one layout whose adapter claims `record`; "rows" when none does; an error when several do."""
+    matches = [name for name, mod in layouts().items() if name != "rows" and mod.detect(record)]
+    if len(matches) > 1:
+        raise ValueError(f"{source}: the first record fits several layouts ({', '.join(matches)}); "
+                         "choose one with --format")
+    return matches[0] if matches else "rows"
+
+
+def resolve_layout(opened: Input, requested: str, source: str) -> tuple[str, Iterator[Record]]:
+    """The layout to use and the record stream (records read while detecting are put back)."""
+    if requested != "auto":
+        return requested, opened.records
+    if opened.layout_hint:
+        return opened.layout_hint, opened.records
+    seen: list[Record] = []
+    for rec in opened.records:
+        seen.append(rec)
+        if rec.data is not None:
+            return detect_layout(rec.data, source), chain(seen, opened.records)
+        if len(seen) >= 1000:
+            break
+    return "rows", chain(seen, opened.records)

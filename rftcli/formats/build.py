@@ -1,0 +1,204 @@
+"""From one raw record to one `dataset` row (without its split), the same way for every layout:
+
+    renames (--map)  ->  layout adapter (a draft row)  ->  images: read, checked, upright, RGB, sized,
+    encoded; video frames sampled  ->  answer type and normalised answer (boxes converted to pixel xyxy
+    of the stored image)  ->  prompt: <image> removed, options listed, instruction; system filled  ->
+    id (given, else <input name>-<position>)  ->  content key for deduplication.
+
+Every problem with the record raises `BadRow` naming the file, line or row, and column.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from rftcli.formats import BadRow, BoxSpec, Context, Record, Where, layouts
+from rftcli.formats.prompt import (
+    ANSWER_TYPES,
+    apply_instruction,
+    convert_box,
+    format_box,
+    infer_answer_type,
+    normalise_answer,
+    render_choices,
+    strip_image_tokens,
+)
+from rftcli.formats.rows import image_base
+from rftcli.images import ImageError, ImageProcessor, StoredImage, sample_frames
+
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def b64_image(text: str) -> bytes | None:
+    """Decoded bytes if `text` is base64 of an image file, else None (then it was meant as a path)."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if data.startswith(_IMAGE_MAGIC) else None
+
+
+def image_bytes(ref: Any, base: Path, where: Where) -> tuple[bytes, str | None]:
+    """(encoded bytes, path as given or None) of one image reference."""
+    if isinstance(ref, dict):
+        if ref.get("bytes"):
+            return bytes(ref["bytes"]), ref.get("path")
+        ref = ref.get("path")
+    if isinstance(ref, (bytes, bytearray)):
+        return bytes(ref), None
+    if not isinstance(ref, str) or not ref.strip():
+        raise BadRow(where, f"expected an image path or base64 string, got {ref!r}", column="images")
+    if ref.startswith("data:"):
+        decoded = b64_image(ref.partition(",")[2])
+        if decoded is None:
+            raise BadRow(where, "data URI is not valid base64 of an image", column="images")
+        return decoded, None
+    # base64 first: a path holds "." or "/" (not base64) or decodes to no image signature
+    if (decoded := b64_image(ref)) is not None:
+        return decoded, None
+    path = Path(ref) if Path(ref).is_absolute() else base / ref
+    try:
+        if path.is_file():
+            return path.read_bytes(), ref
+    except OSError as err:
+        raise BadRow(where, f"cannot read image file {path} ({err.strerror or err})", column="images") from None
+    raise BadRow(where, f"image file {path} not found", column="images")
+
+
+def raw_json(data: Any, limit: int = 4000) -> str:
+    """A record as JSON text for the rejects table: bytes as their length, long text shortened."""
+    def shorten(v: Any) -> Any:
+        if isinstance(v, (bytes, bytearray)):
+            return f"<{len(v)} bytes>"
+        if isinstance(v, dict):
+            return {str(k): shorten(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [shorten(x) for x in v]
+        if isinstance(v, str) and len(v) > 500:
+            return v[:500] + f"...<{len(v)} chars>"
+        return v
+    text = json.dumps(shorten(data), default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _meta_default(v: Any) -> Any:
+    return f"<{len(v)} bytes>" if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+class RowBuilder:
+    """Converts records of one input to dataset rows (see the module docstring)."""
+
+    def __init__(self, layout: str, ctx: Context, processor: ImageProcessor, *, instruction: str,
+                 system: str | None, renames: dict[str, str], id_prefix: str, video_frames: int):
+        self.adapter = layouts()[layout]
+        self.ctx = ctx
+        self.processor = processor
+        self.instruction = instruction
+        self.system = system
+        self.renames = renames
+        self.id_prefix = id_prefix
+        self.video_frames = video_frames
+
+    def build(self, record: Record) -> dict[str, Any]:
+        """The dataset row of `record` plus `_key` (content hash for deduplication) and `_bytes`."""
+        if record.error is not None:
+            raise record.error
+        where = record.where
+        data = {self.renames.get(k, k): v for k, v in record.data.items()}
+        try:
+            draft = self.adapter.convert(data, where, record.base_dir, self.ctx)
+        except BadRow:
+            raise
+        except (TypeError, AttributeError, KeyError, ValueError) as err:  # a record of an unexpected shape
+            raise BadRow(where, f"cannot convert this record ({type(err).__name__}: {err})") from None
+        meta: dict[str, Any] = draft["metadata"]
+        base = image_base(record.base_dir, self.ctx)
+        images: list[dict[str, Any]] = []
+        stored: list[StoredImage] = []
+        for ref in draft["images"]:
+            data_bytes, path = image_bytes(ref, base, where)
+            try:
+                img = self.processor.process(data_bytes)
+            except ImageError as err:
+                raise BadRow(where, str(err), column="images") from None
+            images.append({"bytes": img.bytes, "path": path})
+            stored.append(img)
+        if draft.get("video"):
+            self._video(draft["video"], base, where, images, stored, meta)
+
+        raw_answer = draft["answer"]
+        choices = draft["choices"]
+        answer_type = draft["answer_type"] or infer_answer_type(raw_answer, choices)
+        if answer_type not in ANSWER_TYPES:
+            raise BadRow(where, f"{answer_type!r} is not one of {', '.join(ANSWER_TYPES)}", column="answer_type")
+        if answer_type == "box":
+            answer = self._box(draft.get("box"), raw_answer, stored, where, meta)
+        else:
+            try:
+                answer = normalise_answer(raw_answer, answer_type, choices)
+            except ValueError as err:
+                raise BadRow(where, str(err), column="answer") from None
+        if not answer:
+            raise BadRow(where, "missing or empty", column="answer")
+        if answer != raw_answer:
+            meta["raw_answer"] = raw_answer
+
+        try:
+            prompt = render_choices(strip_image_tokens(draft["prompt"]), choices)
+        except ValueError as err:
+            raise BadRow(where, str(err), column="choices") from None
+        prompt = apply_instruction(prompt, self.instruction)
+        system = draft["system"] or self.system
+        row = {
+            "id": draft["id"] if draft["id"] is not None else f"{self.id_prefix}-{record.index:07d}",
+            "task": draft["task"],
+            "system": system,
+            "prompt": prompt,
+            "images": images,
+            "answer": answer,
+            "answer_type": answer_type,
+            "choices": choices,
+            "reasoning": draft["reasoning"],
+            "response": draft["response"],
+            "metadata": json.dumps(meta, default=_meta_default, sort_keys=True) if meta else None,
+        }
+        key = json.dumps([prompt, answer, answer_type, choices, system, [s.sha256 for s in stored]])
+        row["_key"] = hashlib.sha256(key.encode()).digest()[:16]
+        row["_bytes"] = sum(len(i["bytes"]) for i in images)
+        return row
+
+    def _video(self, video: Any, base: Path, where: Where, images: list, stored: list, meta: dict) -> None:
+        path = Path(str(video))
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise BadRow(where, f"video file {path} not found", column="video")
+        try:
+            frames, picks, total = sample_frames(path, self.video_frames)
+            for frame in frames:
+                img = self.processor.process_image(frame)
+                images.append({"bytes": img.bytes, "path": None})
+                stored.append(img)
+        except ImageError as err:
+            raise BadRow(where, str(err), column="video") from None
+        meta["video"] = {"path": str(video), "frames": picks, "total_frames": total}
+
+    def _box(self, spec: BoxSpec | None, raw: str, stored: list[StoredImage], where: Where, meta: dict) -> str:
+        if spec is None:
+            values = _NUMBER.findall(raw)
+            fmt = "xyxy" if self.ctx.box_format == "auto" else self.ctx.box_format
+            spec = BoxSpec(values=tuple(values), format=fmt, units=self.ctx.box_units)
+        if len(stored) != 1:
+            raise BadRow(where, f"a box answer needs exactly one image, found {len(stored)}", column="images")
+        try:
+            box, record = convert_box(spec.values, spec.format, spec.units, stored[0].original_size, stored[0].size)
+        except ValueError as err:
+            raise BadRow(where, str(err), column="answer") from None
+        meta["box_conversion"] = record
+        return format_box(box)

@@ -1,0 +1,152 @@
+"""The plain layout, and the helpers the other layouts share.
+
+    prompt (or question, or problem)   required text; `<image>` placeholders are removed
+    answer                             required; numbers and lists are stored as text. Without one, the
+                                       text inside <answer></answer> of `solution` (R1-V style) is used
+    images / image / image_1..image_N  optional: a path (relative to the input, or --image-root), a list
+                                       of them, a data URI or base64 string, or {bytes, path} structs
+    video                              optional path: frames are sampled into `images` (--video-frames)
+    id, task, system, answer_type, choices, reasoning, response: optional; a `split` is kept as
+    metadata.source_split (splits come from the id hash); other fields go to metadata
+
+Sample (JSONL):
+    {"id": "q1", "question": "How many apples?", "image": "imgs/1.jpg", "answer": 3}
+    {"prompt": "Which is larger?", "choices": ["7", "9"], "answer": "9", "images": ["a.png", "b.png"]}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from rftcli.formats import BadRow, Context, Where
+
+NAME = "rows"
+KNOWN = ("id", "task", "system", "prompt", "images", "answer", "answer_type", "choices", "reasoning", "response",
+         "metadata", "split")
+_NUMBERED_IMAGE = re.compile(r"image_?(\d+)")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def detect(record: dict[str, Any]) -> bool:
+    return True
+
+
+def is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def required_text(value: Any, where: Where, column: str) -> str:
+    if is_empty(value) or (isinstance(value, (list, dict)) and not value):
+        raise BadRow(where, "missing or empty", column=column)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def answer_text(value: Any) -> Any:
+    """Numbers as text; lists and objects as JSON text; None and empty text stay missing."""
+    if is_empty(value):
+        return None
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def from_solution(solution: Any) -> str | None:
+    """The answer inside <answer></answer> of an R1-style solution, else None."""
+    if isinstance(solution, str) and (m := _ANSWER_TAG.search(solution)):
+        return m.group(1).strip() or None
+    return None
+
+
+def choices_list(value: Any, where: Where) -> list[str] | None:
+    if value is None:
+        return None
+    if hasattr(value, "tolist"):  # numpy arrays from pandas-written Parquet
+        value = value.tolist()
+    if not isinstance(value, list) or not all(isinstance(c, (str, int, float)) for c in value):
+        raise BadRow(where, "expected a list of strings", column="choices")
+    return [str(c) for c in value] or None
+
+
+def metadata_dict(value: Any, where: Where) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadRow(where, "not a JSON object", column="metadata") from None
+    if not isinstance(value, dict):
+        raise BadRow(where, "not a JSON object", column="metadata")
+    return dict(value)
+
+
+def image_refs(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (str, bytes, dict)):
+        return [value]
+    return [v for v in value if v is not None]
+
+
+def image_base(base_dir: Path, ctx: Context) -> Path:
+    return ctx.image_root if ctx.image_root is not None else base_dir
+
+
+def numbered_images(row: dict[str, Any]) -> list[Any]:
+    """image_1, image_2, ... (MMMU-style multi-image rows), in number order; the keys are removed."""
+    found = sorted((int(m.group(1)), k) for k in list(row) if (m := _NUMBERED_IMAGE.fullmatch(k)))
+    values = [row.pop(k) for _, k in found]
+    return [v for v in values if v is not None]
+
+
+def draft(row: dict[str, Any], where: Where, *, prompt: Any, answer: Any, images: list[Any], task: str,
+          metadata: dict[str, Any], **columns: Any) -> dict[str, Any]:
+    """A draft row as adapters return it; prompt and answer are checked here for every layout."""
+    out = {
+        "id": str(row["id"]) if not is_empty(row.get("id")) else None,
+        "task": str(row.get("task") or task),
+        "system": row.get("system") or None,
+        "prompt": required_text(prompt, where, "prompt"),
+        "answer": required_text(answer, where, "answer"),
+        "answer_type": row.get("answer_type") or None,
+        "choices": choices_list(row.get("choices"), where),
+        "reasoning": row.get("reasoning") or None,
+        "response": row.get("response") or None,
+        "images": images,
+        "video": None,
+        "box": None,
+        "metadata": metadata,
+    }
+    out.update(columns)
+    return out
+
+
+def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) -> dict[str, Any]:
+    row = dict(record)
+    prompt = next((row.pop(k) for k in ("prompt", "question", "problem") if not is_empty(row.get(k))), None)
+    for k in ("prompt", "question", "problem"):
+        if k in row and is_empty(row[k]):
+            row.pop(k)
+    if prompt is None:
+        prompt = ctx.question
+    if prompt is None:
+        raise BadRow(where, "missing or empty (no prompt, question or problem; --question gives rows without one "
+                            "a prompt)", column="prompt")
+    answer = answer_text(row.get("answer"))
+    if answer is None and (solved := from_solution(row.get("solution"))) is not None:
+        answer = solved
+        row.pop("solution")
+    images = image_refs(row.pop("images", None)) + image_refs(row.pop("image", None)) + numbered_images(row)
+    meta = metadata_dict(row.get("metadata"), where)
+    meta.update({k: v for k, v in row.items() if k not in KNOWN and k != "video"})
+    if not is_empty(row.get("split")):
+        meta["source_split"] = row["split"]  # kept, not used: splits come from the id hash
+    return draft(row, where, prompt=prompt, answer=answer, images=images, task="custom", metadata=meta,
+                 video=row.get("video") or None)
