@@ -239,7 +239,8 @@ def test_eval_two_models_side_by_side(tmp_path, dataset, sft_adapter):
     out = tmp_path / "eval"
     result = eval_stage.run(eval_stage.Config(dataset=dataset, models=(TINY, str(sft_adapter)), labels=("base", "sft"),
                                               out=out, max_new_tokens=8, limit=5), progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["results.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "flips.json", "lengths.png", "report.md",
+                                                     "results.parquet", "summary.json"]
     art = read_table(out / "results.parquet", "eval")
     assert art.table.num_rows == 10
     assert art.reward_names == ["accuracy", "format"]
