@@ -23,4 +23,4 @@ def brevity(completions, **kwargs):
 def answer_is_digit(completions, answer, **kwargs):
     """Abstain on rows whose ground truth is not a single digit; else 1.0 if the text ends with it."""
     return [None if not (a.isdigit() and len(a) == 1) else float(completion_text(c).rstrip().endswith(a))
-            for c, a in zip(completions, answer)]
+            for c, a in zip(completions, answer, strict=True)]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,17 +30,17 @@ console = Console(stderr=True)
 out_console = Console()
 
 # Shared options, spelled the same in every command.
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of settings; flags given here win.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output path.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of settings; flags given here win.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output path.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N rows/prompts.")]
-DatasetOpt = Annotated[Optional[Path], typer.Option("--dataset", "-d", help="Input dataset Parquet file.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local folder or builtin:NAME.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N rows/prompts.")]
+DatasetOpt = Annotated[Path | None, typer.Option("--dataset", "-d", help="Input dataset Parquet file.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub id, local folder or builtin:NAME.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to use.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")]
 RemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code from the checkpoint.")]
-RewardOpt = Annotated[Optional[list[str]], typer.Option(
+RewardOpt = Annotated[list[str] | None, typer.Option(
     "--reward", "-r", help="NAME[=WEIGHT], repeatable; NAME is built-in, pkg.module:fn or file.py:fn.")]
 
 
@@ -152,25 +152,27 @@ PD = _defaults("prepare_data")
 def prepare_data(
     ctx: typer.Context,
     out: OutOpt = None,
-    task: Annotated[Optional[str], typer.Option(
+    task: Annotated[str | None, typer.Option(
         help="Built-in synthetic task: counting, comparison, arithmetic, grounding.")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help=(
+    input: Annotated[Path | None, typer.Option("--input", "-i", help=(
         "File or folder to convert: .jsonl, .json, .csv/.tsv, .parquet, a datasets save_to_disk folder, "
         "images with a labels file, the Geometry3K folder."))] = None,
     format: Annotated[str, typer.Option(
         "--format", help="Input layout: auto, rows, llava, mathvista, geometry3k, clevr, refcoco.")] = PD.format,
     num: Annotated[int, typer.Option(help="Rows to generate for --task.")] = PD.num,
-    task_options: Annotated[Optional[list[str]], typer.Option(
+    task_options: Annotated[list[str] | None, typer.Option(
         "--task-option", help="Task knob key=value, repeatable (see each task's docstring).")] = None,
-    map: Annotated[Optional[list[str]], typer.Option("--map", help="Rename input column src=dst, repeatable.")] = None,
-    system: Annotated[Optional[str], typer.Option(help="System prompt for rows without one: think or your text.")] = None,
-    instruction: Annotated[Optional[str], typer.Option(help=(
+    map: Annotated[list[str] | None, typer.Option("--map", help="Rename input column src=dst, repeatable.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt for rows without one: think or your text.")] = None,
+    instruction: Annotated[str | None, typer.Option(help=(
         "Instruction for prompts: think (default), answer, boxed, none, your text, or a template with "
         "{question}."))] = None,
-    question: Annotated[Optional[str], typer.Option(help="Prompt for input rows that have none.")] = None,
-    image_root: Annotated[Optional[Path], typer.Option(help="Folder relative image paths start from.")] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Shrink larger images to this many pixels.")] = None,
-    min_pixels: Annotated[Optional[int], typer.Option(help="Enlarge smaller images to this many pixels.")] = None,
+    question: Annotated[str | None, typer.Option(help="Prompt for input rows that have none.")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Folder relative image paths start from.")] = None,
+    allow_outside_paths: Annotated[bool, typer.Option(
+        "--allow-outside-paths", help="Let image paths in the data leave that folder (.., absolute paths).")] = False,
+    max_pixels: Annotated[int | None, typer.Option(help="Shrink larger images to this many pixels.")] = None,
+    min_pixels: Annotated[int | None, typer.Option(help="Enlarge smaller images to this many pixels.")] = None,
     max_image_pixels: Annotated[int, typer.Option(
         help="Refuse images above this many pixels (decompression-bomb guard).")] = PD.max_image_pixels,
     video_frames: Annotated[int, typer.Option(help="Frames sampled from each video.")] = PD.video_frames,
@@ -180,7 +182,7 @@ def prepare_data(
         "--dedupe/--keep-duplicates", help="Drop input rows repeating an earlier row's content.")] = PD.dedupe,
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Write good rows and a rejects table instead of stopping at a bad row.")] = False,
-    rejects: Annotated[Optional[Path], typer.Option(
+    rejects: Annotated[Path | None, typer.Option(
         help="Rejects Parquet for --skip-bad (default <out>.rejects.parquet).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of rows in the test split.")] = PD.test_fraction,
     val_fraction: Annotated[float, typer.Option(help="Share of rows in the val split.")] = PD.val_fraction,
@@ -210,7 +212,7 @@ SF = _defaults("sft_coldstart")
 @app.command("sft-coldstart")
 def sft_coldstart(
     ctx: typer.Context,
-    dataset: Annotated[Optional[Path], typer.Option(
+    dataset: Annotated[Path | None, typer.Option(
         "--dataset", "-d", help="dataset Parquet, or rollouts/scores Parquet to distil (completions become targets).")] = None,
     model: ModelOpt = None,
     out: OutOpt = None,
@@ -220,7 +222,7 @@ def sft_coldstart(
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = SF.lora_alpha,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = SF.lora_dropout,
     lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower and projector.")] = SF.lora_vision,
-    target_modules: Annotated[Optional[str], typer.Option(
+    target_modules: Annotated[str | None, typer.Option(
         help="Adapt only these linear layers, comma-separated (e.g. q_proj,v_proj); default: all of the "
              "language model's.")] = None,
     load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base, double quantization.")] = SF.load_in_4bit,
@@ -231,18 +233,18 @@ def sft_coldstart(
     max_steps: Annotated[int, typer.Option(help="Optimizer steps (-1: use --epochs).")] = SF.max_steps,
     batch_size: Annotated[int, typer.Option(help="Sequences per device per step.")] = SF.batch_size,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = SF.grad_accum,
-    max_length: Annotated[Optional[int], typer.Option(help="Truncate sequences to N tokens.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Truncate sequences to N tokens.")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     packing: Annotated[bool, typer.Option(
         help="Not supported: TRL does not pack vision-language data; refused.")] = False,
-    min_reward: Annotated[Optional[float], typer.Option(
+    min_reward: Annotated[float | None, typer.Option(
         help="Distil only completions with --reward-column >= this (scores input).")] = None,
     reward_column: Annotated[str, typer.Option(help="Column for --min-reward, e.g. reward_accuracy.")] = SF.reward_column,
-    eval_split: Annotated[Optional[str], typer.Option(help="Split to report eval_loss on, e.g. val.")] = None,
-    eval_dataset: Annotated[Optional[Path], typer.Option(help="Table of --eval-split (default: --dataset).")] = None,
-    eval_steps: Annotated[Optional[int], typer.Option(help="Also evaluate every N steps.")] = None,
-    save_steps: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
-    save_total_limit: Annotated[Optional[int], typer.Option(help="Checkpoints kept in OUT.work/.")] = SF.save_total_limit,
+    eval_split: Annotated[str | None, typer.Option(help="Split to report eval_loss on, e.g. val.")] = None,
+    eval_dataset: Annotated[Path | None, typer.Option(help="Table of --eval-split (default: --dataset).")] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Also evaluate every N steps.")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
+    save_total_limit: Annotated[int | None, typer.Option(help="Checkpoints kept in OUT.work/.")] = SF.save_total_limit,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT.work/ (same settings).")] = False,
     logging_steps: Annotated[int, typer.Option(help="Log every N steps.")] = SF.logging_steps,
     report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb.")] = SF.report_to,
@@ -285,14 +287,14 @@ def rollout(
     dataset: DatasetOpt = None,
     model: ModelOpt = None,
     out: OutOpt = None,
-    base: Annotated[Optional[str], typer.Option(help="Base of an adapter (default: from its manifest).")] = None,
+    base: Annotated[str | None, typer.Option(help="Base of an adapter (default: from its manifest).")] = None,
     split: SplitOpt = RO.split,
     num_generations: Annotated[int, typer.Option("--num-generations", "-n", help="Completions per prompt (G).")] = RO.num_generations,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = RO.temperature,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling (1 = off).")] = RO.top_p,
     top_k: Annotated[int, typer.Option(help="Top-k sampling (0 = off).")] = RO.top_k,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per completion.")] = RO.max_new_tokens,
-    stop: Annotated[Optional[list[str]], typer.Option(
+    stop: Annotated[list[str] | None, typer.Option(
         "--stop", help="Stop string, repeatable: a completion ends with the token that completes it.")] = None,
     batch_size: Annotated[str, typer.Option(
         help="Prompts per generate call, or auto (halves on out-of-memory).")] = str(RO.batch_size),
@@ -331,7 +333,7 @@ def rollout(
 @app.command("score")
 def score(
     ctx: typer.Context,
-    rollouts: Annotated[Optional[Path], typer.Option("--rollouts", help="Input rollouts Parquet file.")] = None,
+    rollouts: Annotated[Path | None, typer.Option("--rollouts", help="Input rollouts Parquet file.")] = None,
     out: OutOpt = None,
     rewards: RewardOpt = None,
     workers: Annotated[int, typer.Option(help="Worker processes; 1: this process; 0: one per core for "
@@ -381,7 +383,7 @@ def train_grpo(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = TG.temperature,
     beta: Annotated[float, typer.Option(help="KL coefficient (0: no reference model).")] = TG.beta,
     epsilon: Annotated[float, typer.Option(help="Lower clip range.")] = TG.epsilon,
-    epsilon_high: Annotated[Optional[float], typer.Option(help="Upper clip range (DAPO clip-higher).")] = None,
+    epsilon_high: Annotated[float | None, typer.Option(help="Upper clip range (DAPO clip-higher).")] = None,
     loss_type: Annotated[str, typer.Option(help="grpo, dr_grpo, dapo, bnpo, cispo, sapo.")] = TG.loss_type,
     scale_rewards: Annotated[str, typer.Option(help="group, batch or none.")] = TG.scale_rewards,
     num_iterations: Annotated[int, typer.Option(
@@ -392,7 +394,7 @@ def train_grpo(
         help="Leave completions cut off at the length limit out of the loss (DAPO).")] = False,
     top_entropy_quantile: Annotated[float, typer.Option(
         help="Train only on this top share of tokens by entropy (1: all).")] = TG.top_entropy_quantile,
-    rollouts: Annotated[Optional[Path], typer.Option(
+    rollouts: Annotated[Path | None, typer.Option(
         "--rollouts", help="Offline: a scores Parquet to update from instead of sampling (no --dataset).")] = None,
     dynamic_sampling: Annotated[bool, typer.Option(
         help="Offline: drop groups whose rewards do not vary (DAPO) and report how many.")] = False,
@@ -405,7 +407,7 @@ def train_grpo(
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = TG.lora_alpha,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = TG.lora_dropout,
     lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower.")] = TG.lora_vision,
-    target_modules: Annotated[Optional[str], typer.Option(
+    target_modules: Annotated[str | None, typer.Option(
         help="Adapt only these linear layers, comma-separated (e.g. q_proj,v_proj).")] = None,
     load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base.")] = TG.load_in_4bit,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = TG.learning_rate,
@@ -416,8 +418,8 @@ def train_grpo(
     batch_size: Annotated[int, typer.Option(help="Completions per device per step.")] = TG.batch_size,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = TG.grad_accum,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
-    save_steps: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
-    save_total_limit: Annotated[Optional[int], typer.Option(help="Checkpoints kept in OUT.work/.")] = TG.save_total_limit,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
+    save_total_limit: Annotated[int | None, typer.Option(help="Checkpoints kept in OUT.work/.")] = TG.save_total_limit,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT.work/ (same settings).")] = False,
     logging_steps: Annotated[int, typer.Option(help="Log every N steps.")] = TG.logging_steps,
     report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb.")] = TG.report_to,
@@ -458,9 +460,9 @@ MG = _defaults("merge")
 @app.command("merge")
 def merge(
     ctx: typer.Context,
-    adapter: Annotated[Optional[Path], typer.Option("--adapter", "-a", help="Adapter folder to merge.")] = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", "-a", help="Adapter folder to merge.")] = None,
     out: OutOpt = None,
-    base: Annotated[Optional[str], typer.Option(help="Base model (default: from the adapter's manifest).")] = None,
+    base: Annotated[str | None, typer.Option(help="Base model (default: from the adapter's manifest).")] = None,
     dtype: Annotated[str, typer.Option(help="Saved dtype: float32, bfloat16, float16.")] = MG.dtype,
     tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference (merged vs adapter, saved vs "
                                                   "merged); above it nothing is written.")] = MG.tolerance,
@@ -495,20 +497,20 @@ EV = _defaults("eval")
 def eval_(
     ctx: typer.Context,
     dataset: DatasetOpt = None,
-    models: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model to evaluate, repeatable; the first is the baseline.")] = None,
+    models: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate, repeatable; the first is the baseline.")] = None,
     out: OutOpt = None,
-    labels: Annotated[Optional[list[str]], typer.Option("--label", help="Name per --model, repeatable.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Benchmark preset: mathvista, geometry3k, clevr-count, refcoco.")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split, or all (default: test; presets: all).")] = None,
+    labels: Annotated[list[str] | None, typer.Option("--label", help="Name per --model, repeatable.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Benchmark preset: mathvista, geometry3k, clevr-count, refcoco.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Dataset split, or all (default: test; presets: all).")] = None,
     samples: Annotated[int, typer.Option("--samples", "-k", help="Completions per prompt: 1 greedy; k > 1 gives pass@k and maj@k.")] = EV.samples,
     temperature: Annotated[float, typer.Option(help="Sampling temperature when --samples > 1.")] = EV.temperature,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling when --samples > 1 (1 = off).")] = EV.top_p,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Most tokens per answer (default 64; presets more).")] = None,
-    scorer: Annotated[Optional[str], typer.Option(help="Reward whose 1.0 marks a correct answer (default accuracy).")] = None,
-    rewards: Annotated[Optional[list[str]], typer.Option(
+    max_new_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer (default 64; presets more).")] = None,
+    scorer: Annotated[str | None, typer.Option(help="Reward whose 1.0 marks a correct answer (default accuracy).")] = None,
+    rewards: Annotated[list[str] | None, typer.Option(
         "--reward", "-r", help="Further reward reported by its mean, repeatable: built-in, pkg.module:fn or file.py:fn.")] = None,
-    category_key: Annotated[Optional[str], typer.Option(help="Column or metadata field for accuracy by category.")] = None,
-    metrics: Annotated[Optional[list[Path]], typer.Option("--metrics", help="Training metrics.jsonl for reward/KL curves, repeatable.")] = None,
+    category_key: Annotated[str | None, typer.Option(help="Column or metadata field for accuracy by category.")] = None,
+    metrics: Annotated[list[Path] | None, typer.Option("--metrics", help="Training metrics.jsonl for reward/KL curves, repeatable.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call (halved on out-of-memory).")] = EV.batch_size,
     limit: LimitOpt = None,
     dtype: DtypeOpt = EV.dtype,
@@ -537,6 +539,27 @@ def eval_(
         out_console.print(f"resumed: reused finished prompts of {', '.join(resumed)} from the work folder")
     skipped = result.summary["report"]["charts_skipped"]
     out_console.print(f"report: {result.path / 'report.md'}" + (f" (charts skipped: {skipped})" if skipped else ""))
+
+
+# ---------------------------------------------------------------- doctor
+@app.command("doctor")
+def doctor(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Versions, devices, 4-bit/vLLM/torchvision status and what rftcli would use here: paste it in bug reports.
+
+    Example: rftcli doctor --json > doctor.json
+    """
+    import json
+
+    from rftcli import doctor as lib
+
+    with errors_as_messages():
+        info = lib.report()
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    out_console.print(_table("rftcli doctor", lib.rows(info)))
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m rftcli`

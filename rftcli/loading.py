@@ -6,7 +6,10 @@
                               rftcli manifest (else from adapter_config.json), overridable with `base`
     Qwen/Qwen2.5-VL-3B-Instruct  a hub id (needs the network or a filled HF cache)
 
-`trust_remote_code` is off unless asked for. 4-bit loading (QLoRA) keeps the vision tower and lm_head in
+`trust_remote_code` is off unless asked for. Weights load from safetensors only: a folder holding only
+pickle files (`.bin`, `.pt`, `.pth`, which can run code when read) is refused unless `allow_pickle=True`.
+A folder without weights, or an adapter whose base cannot be found, is a one-line error naming the folder
+(ValueError / FileNotFoundError, so the CLI exits 2). 4-bit loading (QLoRA) keeps the vision tower and lm_head in
 full precision and applies the CPU fix from bitsandbytes' AVX512-BF16 path (see `_disable_cpu_repack`).
 """
 
@@ -58,6 +61,25 @@ def adapter_base(spec: str, base: str | None = None) -> str:
     if not cfg.get("base_model_name_or_path"):
         raise ValueError(f"{spec}: adapter names no base model; pass --base")
     return cfg["base_model_name_or_path"]
+
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_weights(folder: Path, *, adapter: bool, allow_pickle: bool = False) -> None:
+    """Refuse a local model or adapter folder without weights, or with only pickle weights unless allowed."""
+    files = [f for f in folder.iterdir() if f.is_file()]
+    if any(f.name.endswith(".safetensors") or f.name.endswith(".safetensors.index.json") for f in files):
+        return
+    pickled = [f.name for f in files if f.suffix in _PICKLE_SUFFIXES and f.name != "training_args.bin"]
+    if pickled and allow_pickle:
+        return
+    kind = "adapter" if adapter else "model"
+    if pickled:
+        raise ValueError(f"{folder}: {kind} weights are only in pickle files ({', '.join(sorted(pickled))}), which "
+                         "can run code when loaded; convert them to safetensors, or pass --allow-pickle if you "
+                         "trust this folder")
+    raise ValueError(f"{folder}: no {kind} weights in this folder (expected *.safetensors)")
 
 
 def default_device() -> str:
@@ -115,25 +137,37 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_processor(spec: str, trust_remote_code: bool = False):
+def load_processor(spec: str, trust_remote_code: bool = False, base: str | None = None):
+    """The processor of a model argument; an adapter without its own comes from its base (`base` if given)."""
     from transformers import AutoProcessor
 
     ensure_processor_loads_without_torchvision()
     path = resolve(spec)
     if is_adapter(path) and not Path(path, "preprocessor_config.json").is_file():
-        return load_processor(adapter_base(path), trust_remote_code)
+        return load_processor(adapter_base(path, base), trust_remote_code)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     processor.tokenizer.padding_side = "left"
     return processor
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that can only be a local path (a hub id is `name` or `owner/name`)."""
+    return spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
 def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_in_4bit: bool = False,
                trust_remote_code: bool = False, device: str | None = None, merge_adapter: bool = False,
-               ) -> LoadedModel:
+               allow_pickle: bool = False) -> LoadedModel:
     """Load a model argument for inference or as a training start point.
 
     An adapter is loaded on its base (`PeftModel`); with `merge_adapter=True` it is merged in, which is
-    what a stage that trains a new adapter on top of it wants.
+    what a stage that trains a new adapter on top of it wants. `allow_pickle` lets a local folder whose
+    weights are only pickle files load (off: safetensors only).
     """
     from transformers import AutoModelForImageTextToText
 
@@ -142,19 +176,35 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
     if is_adapter(path):
         from peft import PeftModel
 
+        check_weights(Path(path), adapter=True, allow_pickle=allow_pickle)
         base_spec = adapter_base(path, base)
         if is_adapter(resolve(base_spec)) and load_in_4bit:
             raise ValueError(f"{spec}: its base {base_spec} is itself an adapter; merge it first "
                              "(`rftcli merge`) to train or run it in 4-bit")
         # A chain (a GRPO adapter on an SFT adapter) loads its base merged, then applies itself.
-        inner = load_model(base_spec, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
-                           device=device, merge_adapter=True)
-        model = PeftModel.from_pretrained(inner.model, path)
+        try:
+            inner = load_model(base_spec, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
+                               device=device, merge_adapter=True, allow_pickle=allow_pickle)
+        except OSError as err:  # transformers: neither a local folder nor a hub id it can fetch
+            raise FileNotFoundError(f"{spec}: its base model {base_spec} cannot be found or loaded "
+                                    f"({_first_line(err)}); pass --base to name it") from None
+        except ValueError as err:
+            raise ValueError(f"{spec}: its base model {base_spec}: {_first_line(err)}") from None
+        model = PeftModel.from_pretrained(inner.model, path)  # check_weights saw its safetensors file
         if merge_adapter:
             model = model.merge_and_unload()
-        return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code), spec=spec, base=base_spec)
+        return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code, base_spec),
+                           spec=spec, base=base_spec)
 
-    kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
+    local = Path(path)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ValueError(f"{local}: not a model folder (no config.json or adapter_config.json)")
+        check_weights(local, adapter=False, allow_pickle=allow_pickle)
+    elif _looks_like_path(spec):
+        raise FileNotFoundError(f"{spec}: no such model folder")
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code,
+                              "use_safetensors": True if not allow_pickle else None}
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = {"": device or default_device()}

@@ -84,6 +84,8 @@ class Context:
     """xyxy, xywh, or auto (the layout's convention; xyxy for plain rows)."""
     box_units: str = "auto"
     """pixel, normalized (0-1), norm1000 (0-1000), or auto (normalized when every value <= 1)."""
+    allow_outside_paths: bool = False
+    """Let image and video paths leave the image folder (`..`, absolute paths, links pointing out)."""
 
 
 @dataclass(frozen=True)

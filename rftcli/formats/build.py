@@ -45,8 +45,24 @@ def b64_image(text: str) -> bytes | None:
     return data if data.startswith(_IMAGE_MAGIC) else None
 
 
-def image_bytes(ref: Any, base: Path, where: Where) -> tuple[bytes, str | None]:
-    """(encoded bytes, path as given or None) of one image reference."""
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, links followed, lies in the folder `root`."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def local_file(ref: str, base: Path, where: Where, column: str, allow_outside: bool) -> Path:
+    """The file a path in the data names, refused when it leaves `base` (unless allowed): a data set
+    from elsewhere must not make prepare-data copy ~/.ssh/id_rsa or ../../secrets into a table."""
+    path = Path(ref) if Path(ref).is_absolute() else base / ref
+    if not allow_outside and not inside(path, base):
+        raise BadRow(where, f"path {ref!r} leads outside {base}, the folder image paths start from; pass "
+                            "--allow-outside-paths to allow it", column=column)
+    return path
+
+
+def image_bytes(ref: Any, base: Path, where: Where, allow_outside: bool = False) -> tuple[bytes, str | None]:
+    """(encoded bytes, path as given or None) of one image reference; a path must stay inside `base`
+    unless `allow_outside`."""
     if isinstance(ref, dict):
         if ref.get("bytes"):
             return bytes(ref["bytes"]), ref.get("path")
@@ -63,7 +79,7 @@ def image_bytes(ref: Any, base: Path, where: Where) -> tuple[bytes, str | None]:
     # base64 first: a path holds "." or "/" (not base64) or decodes to no image signature
     if (decoded := b64_image(ref)) is not None:
         return decoded, None
-    path = Path(ref) if Path(ref).is_absolute() else base / ref
+    path = local_file(ref, base, where, "images", allow_outside)
     try:
         if path.is_file():
             return path.read_bytes(), ref
@@ -123,7 +139,7 @@ class RowBuilder:
         images: list[dict[str, Any]] = []
         stored: list[StoredImage] = []
         for ref in draft["images"]:
-            data_bytes, path = image_bytes(ref, base, where)
+            data_bytes, path = image_bytes(ref, base, where, self.ctx.allow_outside_paths)
             try:
                 img = self.processor.process(data_bytes)
             except ImageError as err:
@@ -175,8 +191,7 @@ class RowBuilder:
         return row
 
     def _video(self, video: Any, base: Path, where: Where, images: list, stored: list, meta: dict) -> None:
-        path = Path(str(video))
-        path = path if path.is_absolute() else base / path
+        path = local_file(str(video), base, where, "video", self.ctx.allow_outside_paths)
         if not path.is_file():
             raise BadRow(where, f"video file {path} not found", column="video")
         try:

@@ -31,19 +31,23 @@ def detect(record: dict[str, Any]) -> bool:
         "question_family_index" in record or "image_index" in record)
 
 
-def find_image(name: str, base_dir: Path, ctx: Context, split: str | None) -> str:
+def find_image(name: str, base_dir: Path, ctx: Context, split: str | None) -> str | dict[str, Any]:
     """The path of `name` that exists among the places CLEVR keeps images, relative to the image base
     when possible; the first candidate when none exists (the image step then reports it missing)."""
     root = image_base(base_dir, ctx)
     candidates = [root / name, base_dir / name]
     if split:
         candidates += [base_dir / "images" / split / name, base_dir.parent / "images" / split / name]
+    if not ctx.allow_outside_paths and (Path(name).is_absolute() or ".." in Path(name).parts):
+        return name  # the image step refuses it, naming the row
     for path in candidates:
         if path.is_file():
             try:
                 return str(path.relative_to(root))
             except ValueError:
-                return str(path)
+                # The published tree keeps images beside questions/, outside the file's folder: found by
+                # the layout from a bare file name, so read here rather than judged as a user's path.
+                return {"bytes": path.read_bytes(), "path": name}
     return name
 
 

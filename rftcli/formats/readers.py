@@ -290,14 +290,19 @@ def read_csv(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
 # ---------------------------------------------------------------- Parquet and Arrow
 
 def read_parquet(files: list[Path], base_dir: Path, index: int = 0) -> Iterator[Record]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for path in files:
         row = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
-            for data in batch.to_pylist():
-                yield Record(index, Where(str(path), f"row {row}"), data, base_dir)
-                row, index = row + 1, index + 1
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
+                for data in batch.to_pylist():
+                    yield Record(index, Where(str(path), f"row {row}"), data, base_dir)
+                    row, index = row + 1, index + 1
+        except (OSError, pa.ArrowException) as err:  # truncated or corrupt: the whole file, not one row
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path}: not a readable Parquet file ({reason})") from None
 
 
 def _arrow_files(folder: Path) -> list[Path]:

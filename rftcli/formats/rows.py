@@ -5,6 +5,7 @@
                                        text inside <answer></answer> of `solution` (R1-V style) is used
     images / image / image_1..image_N  optional: a path (relative to the input, or --image-root), a list
                                        of them, a data URI or base64 string, or {bytes, path} structs
+                                       (paths stay inside that folder unless --allow-outside-paths)
     video                              optional path: frames are sampled into `images` (--video-frames)
     id, task, system, answer_type, choices, reasoning, response: optional; a `split` is kept as
     metadata.source_split (splits come from the id hash); other fields go to metadata

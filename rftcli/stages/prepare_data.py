@@ -85,6 +85,8 @@ class Config:
     """Prompt for input rows that have none (an image folder whose labels file holds only labels)."""
     image_root: Path | None = None
     """Folder that relative image paths start from (default: the input's folder)."""
+    allow_outside_paths: bool = False
+    """Let image and video paths in the data leave that folder (`..`, absolute paths); off by default."""
     max_pixels: int | None = None
     """Shrink images above this many pixels (width x height), keeping the aspect ratio."""
     min_pixels: int | None = None
@@ -259,7 +261,7 @@ def _input_rows(config: Config, info: dict[str, Any]) -> Iterator[tuple[Record |
     layout, records = resolve_layout(opened, config.format, str(config.input))
     info.update(layout=layout, container=opened.container)
     ctx = Context(image_root=config.image_root, question=config.question, box_format=config.box_format,
-                  box_units=config.box_units)
+                  box_units=config.box_units, allow_outside_paths=config.allow_outside_paths)
     builder = RowBuilder(layout, ctx, ImageProcessor(config.max_pixels, config.min_pixels, config.max_image_pixels),
                          instruction=resolve_instruction(config.instruction), system=resolve_system(config.system),
                          renames=dict(item.split("=", 1) for item in config.map),
