@@ -44,3 +44,30 @@ def sft_adapter(tmp_path_factory, dataset) -> Path:
     sft_coldstart.run(sft_coldstart.Config(dataset=dataset, model=TINY, out=out, max_steps=4, batch_size=4,
                                            learning_rate=1e-2, logging_steps=1))
     return out
+
+
+def kill_after_checkpoint(args: list[str], work: Path) -> int:
+    """Run `rftcli ARGS` in a child process, SIGKILL it once a checkpoint in `work` is complete; return the
+    checkpoint's step. The child gets this process's thread count: a different one changes float sums."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from rftcli.training import latest_checkpoint
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "rftcli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if work.is_dir() and latest_checkpoint(work) is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    return int(latest_checkpoint(work).name.removeprefix("checkpoint-"))

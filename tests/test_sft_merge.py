@@ -5,13 +5,8 @@ merged folder (logits, files, plain reload, refusals)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +21,7 @@ from rftcli.stages import merge, prepare_data, score, sft_coldstart
 from rftcli.stages.rollout import select_split
 from rftcli.training import latest_checkpoint, lora_target_modules, trl_dataset, work_folder
 
-from .conftest import TINY
+from .conftest import TINY, kill_after_checkpoint
 
 runner = CliRunner()
 # Small steps that visibly move LoRA weights; dropout 0 so runs that should agree can be compared exactly.
@@ -220,22 +215,10 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, data):
 
     out = tmp_path / "sft"
     work = work_folder(out)
-    # Same thread count in the child: a different one changes float sums.
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "rftcli", "sft-coldstart", "-d", str(data), "-m", TINY,
-                             "--out", str(out), *_flags(settings)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:
-        if work.is_dir() and latest_checkpoint(work) is not None:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    _, stderr = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    step = kill_after_checkpoint(["sft-coldstart", "-d", str(data), "-m", TINY, "--out", str(out), *_flags(settings)],
+                                 work)
     assert not out.exists()
     checkpoint = latest_checkpoint(work)
-    step = int(checkpoint.name.removeprefix("checkpoint-"))
     assert 3 <= step < 24 and step % 3 == 0
 
     # A checkpoint cut off mid-save (trainer_state.json is written last) is never resumed from.

@@ -9,11 +9,9 @@ import importlib.util
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,7 +25,9 @@ from rftcli.cli import app
 from rftcli.manifest import read_checkpoint_manifest
 from rftcli.schema import read_table, write_table
 from rftcli.stages import rollout, score, train_grpo
-from rftcli.training import latest_checkpoint, work_folder
+from rftcli.training import work_folder
+
+from .conftest import kill_after_checkpoint
 
 runner = CliRunner()
 ADAPTER = "adapter_model.safetensors"
@@ -446,22 +446,6 @@ def _flags(settings: dict) -> list[str]:
     return out
 
 
-def _kill_after_checkpoint(args: list[str], work: Path) -> int:
-    """Run `rftcli ARGS` in a child process, SIGKILL it once a checkpoint is complete; the checkpoint's step."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "rftcli", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:
-        if work.is_dir() and latest_checkpoint(work) is not None:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    _, stderr = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
-    return int(latest_checkpoint(work).name.removeprefix("checkpoint-"))
-
-
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, mode, dataset, scores, tiny_model_dir,
                                                           rewards_file):
@@ -475,7 +459,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, mode, datase
     ref = tmp_path / "ref"
     train_grpo.run(train_grpo.Config(out=ref, **settings))
     out = tmp_path / "grpo"
-    step = _kill_after_checkpoint(["train-grpo", "--out", str(out), *_flags(settings)], work_folder(out))
+    step = kill_after_checkpoint(["train-grpo", "--out", str(out), *_flags(settings)], work_folder(out))
     assert not out.exists() and 2 <= step < 8
     with pytest.raises(FileExistsError, match="pass --resume to continue it or --overwrite"):
         train_grpo.run(train_grpo.Config(out=out, **settings))
