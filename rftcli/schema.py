@@ -81,7 +81,7 @@ ROLLOUT_FIELDS: tuple[pa.Field, ...] = DATASET_FIELDS + (
     _f("top_p", pa.float32(), False, "nucleus sampling threshold (1 = off)"),
     _f("top_k", pa.int32(), False, "top-k sampling (0 = off)"),
     _f("max_new_tokens", pa.int32(), False, "generation length limit"),
-    _f("seed", pa.int64(), False, "seed of the generation call that produced the row"),
+    _f("seed", pa.int64(), False, "sampling seed of this completion (derived from --seed, id and sample_index)"),
 )
 
 SCORE_FIELDS: tuple[pa.Field, ...] = ROLLOUT_FIELDS + (
@@ -95,7 +95,7 @@ EVAL_FIELDS: tuple[pa.Field, ...] = tuple(f for f in DATASET_FIELDS if f.name !=
     _f("completion", pa.string(), False, "generated text"),
     _f("num_tokens", pa.int32(), False, "generated tokens"),
     _f("finish_reason", pa.string(), False, "stop or length"),
-    _f("correct", pa.bool_(), False, "accuracy reward == 1"),
+    _f("correct", pa.bool_(), False, "scorer reward == 1 (accuracy unless --preset or --scorer picks another)"),
     _f("format_ok", pa.bool_(), False, "strict format reward == 1"),
 )
 
