@@ -143,7 +143,9 @@ def load_processor(spec: str, trust_remote_code: bool = False, base: str | None 
 
     ensure_processor_loads_without_torchvision()
     path = resolve(spec)
-    if is_adapter(path) and not Path(path, "preprocessor_config.json").is_file():
+    # transformers 5 saves processor_config.json; older folders carry preprocessor_config.json.
+    own = any(Path(path, name).is_file() for name in ("processor_config.json", "preprocessor_config.json"))
+    if is_adapter(path) and not own:
         return load_processor(adapter_base(path, base), trust_remote_code)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     processor.tokenizer.padding_side = "left"

@@ -26,6 +26,16 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    """The tiny model loaded through rftcli's loader, in eval mode (one per test module)."""
+    from rftcli.loading import load_model
+
+    m = load_model(str(tiny_model_dir), dtype="float32")
+    m.model.eval()
+    return m
+
+
 @pytest.fixture(scope="session")
 def rollouts(tmp_path_factory, dataset, tiny_model_dir) -> Path:
     from rftcli.stages import rollout

@@ -20,15 +20,6 @@ from rftcli.schema import read_table
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model_dir):
-    from rftcli.loading import load_model
-
-    m = load_model(str(tiny_model_dir), dtype="float32")
-    m.model.eval()
-    return m
-
-
-@pytest.fixture(scope="module")
 def rows(dataset):
     table = read_table(dataset, "dataset").table
     return table.filter(pc.equal(table["split"], "train")).slice(0, 3).to_pylist()

@@ -49,15 +49,6 @@ def _config(dataset, model, out, **kw) -> rollout.Config:
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model_dir):
-    from rftcli.loading import load_model
-
-    m = load_model(str(tiny_model_dir), dtype="float32")
-    m.model.eval()
-    return m
-
-
-@pytest.fixture(scope="module")
 def base_run(tmp_path_factory, dataset, tiny_model_dir):
     out = tmp_path_factory.mktemp("rollout") / "r.parquet"
     result = rollout.run(_config(dataset, tiny_model_dir, out), progress=False)

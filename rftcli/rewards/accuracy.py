@@ -52,7 +52,7 @@ from typing import Any
 
 from rftcli.rewards.grounding import box_iou, box_score, parse_boxes  # noqa: F401  (box_iou re-exported)
 from rftcli.rewards.mathcheck import math_equal
-from rftcli.rewards.numeric import REL_TOL, numbers_equal, parse_number  # noqa: F401  (REL_TOL re-exported)
+from rftcli.rewards.numeric import ANSWER_PREFIX, REL_TOL, numbers_equal, parse_number  # noqa: F401  (REL_TOL re-exported)
 from rftcli.rewards.text import completion_text, find_answer
 
 ANSWER_TYPES = ("number", "choice", "text", "math", "box")
@@ -63,7 +63,6 @@ _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _MATHY = re.compile(r"[\\^_{}=+\-*/()\[\]\d]")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|boxed)\s*\{([^{}]*)\}")
-_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
 _SPACE_LIKE = re.compile(r"[-‐‑‒–—―/_]+")
 _NOT_WORD = re.compile(r"[^\w\s]+")
 _CHOICE_PREFIX = re.compile(
@@ -130,7 +129,7 @@ def _choice_match(pred: str, gold: str, choices, percent: str = "either") -> boo
 
 
 def _text_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
-    p = normalize_text(_ANSWER_PREFIX.sub("", pred.strip()))
+    p = normalize_text(ANSWER_PREFIX.sub("", pred.strip()))
     return bool(p) and p == normalize_text(gold)
 
 

@@ -57,7 +57,8 @@ _FRAC = re.compile(rf"([+-]?)\s*\\[dt]?frac\s*(?:\{{\s*({_NUM})\s*\}}|(\d))\s*(?
 
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox|operatorname|boxed)\s*\{([^{}]*)\}")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree")
-_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
+ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
+"""A leading "the answer is" / "final answer:", stripped before an answer is compared."""
 _RELATION = re.compile(r"=|\\approx|≈")
 _PERCENT_WORDS = {"percent", "per cent", "pct", "percentage points"}
 _DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "{,}", "\\$", "$", "~")  # "\\$" before "$"
@@ -72,7 +73,7 @@ def _clean(text: str) -> str:
     relations = _RELATION.findall(s)
     if len(relations) == 1:  # "x = 3" -> "3"; with two ("x = 2 or x = 3") it stays unreadable
         s = s[s.rindex(relations[0]) + len(relations[0]):]
-    s = _PREFIX.sub("", s.strip())
+    s = ANSWER_PREFIX.sub("", s.strip())
     return s.strip().strip("*").rstrip(".").strip()
 
 
