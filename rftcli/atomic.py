@@ -1,16 +1,32 @@
 """Atomic outputs: every artifact is written under a temporary name beside its final path and renamed
 into place only when complete, so a killed stage never leaves a half-written file where a finished one
 is expected. An existing output is replaced only when the caller says `overwrite`.
+
+Before any work, `check_output` also proves the output's folder can be written (a file is created there
+and removed), so a read-only or otherwise unwritable place fails in a second, not after hours of
+training. A write that fails inside `atomic_output` is tagged with the output it was making
+(`output_of`), so an error message can name it even when the library that raised (pyarrow,
+safetensors) gives no file name.
+
+A writer holds an advisory lock (flock) on its temporary file or folder while it writes. A process
+killed mid-write cannot delete its temporary, but its lock dies with it: the next run for the same
+output removes the siblings nobody holds (`.NAME.tmp-*`, `.NAME.old-*`), so kills do not pile up
+copies of a checkpoint on disk, and a temporary another live process is writing is never touched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# Errors of a full disk: no blocks left, the user's quota spent, a file past the file system's size limit.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class OutputExistsError(FileExistsError):
@@ -21,10 +37,97 @@ class OutputExistsError(FileExistsError):
         self.path = path
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work is done if `path` exists and may not be replaced."""
+class OutputNotWritableError(PermissionError):
+    """The output's folder cannot be written (read-only file system, no permission, not a folder)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: cannot write here ({reason})")
+        self.path = path
+
+
+# The outputs this process was asked to write, oldest first: a failure deep inside a library that names no
+# file (a full disk while TRL saves a checkpoint into `<out>.work/`) is reported against the output it hit.
+_CHECKED: list[Path] = []
+
+
+def checked_outputs() -> list[Path]:
+    """Every path `check_output` has passed in this process, oldest first."""
+    return list(_CHECKED)
+
+
+def check_output(path: str | Path, overwrite: bool) -> None:
+    """Fail before any work is done if `path` exists and may not be replaced, or if its folder (the nearest
+    existing one: missing folders are created later) cannot be written."""
+    path = Path(path)
+    _refuse_existing(path, overwrite)
+    _probe_writable(path)
+    remove_stale_temporaries(path)
+    if not _CHECKED or _CHECKED[-1] != path:
+        _CHECKED.append(path)
+
+
+def output_of(err: BaseException) -> Path | None:
+    """The output `atomic_output` was making when `err` was raised inside it (the outermost), or None."""
+    return getattr(err, "_rftcli_output", None)
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
+
+
+def _probe_writable(path: Path) -> None:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputNotWritableError(path, f"{folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name[:64]}.probe-", dir=folder)
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:  # not even an empty file fits: report it as the full disk it is
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise OutputNotWritableError(path, err.strerror or str(err)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive, non-blocking flock on `path` (file or folder): its descriptor, or None when another
+    process holds it or the path is gone."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locks, so no cleanup either
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the `.NAME.tmp-*` and `.NAME.old-*` siblings of `path` whose writer is gone; return them."""
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for sibling in path.parent.iterdir():
+        if not sibling.name.startswith((f".{path.name}.tmp-", f".{path.name}.old-")):
+            continue
+        fd = _lock(sibling)
+        if fd is None:
+            continue
+        try:
+            _remove(sibling)
+            removed.append(sibling)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -44,19 +147,26 @@ def atomic_output(path: str | Path, overwrite: bool = False, directory: bool = F
     """Yield a temporary path to write to; on success move it to `path`, on error delete it.
 
     With `directory=True` the temporary path is created as an empty folder (a checkpoint); otherwise
-    the caller creates the file. The parent folder of `path` is created if missing.
+    as an empty file for the caller to overwrite in place. The parent folder of `path` is created if
+    missing. The temporary stays locked until it is renamed, so no other run takes it for stale.
     """
     path = Path(path)
-    check_output(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_existing(path, overwrite)
+    _probe_writable(path)
+    remove_stale_temporaries(path)
     tmp = _temp_sibling(path)
-    if directory:
-        tmp.mkdir()
+    lock: int | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp.mkdir()
+        else:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        lock = _lock(tmp)
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"{path}: the stage finished without writing its output")
-        check_output(path, overwrite)  # something else may have appeared meanwhile
+        _refuse_existing(path, overwrite)  # something else may have appeared meanwhile
         if path.exists():
             # Move the old output aside first: a rename over a non-empty folder is not allowed.
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
@@ -65,6 +175,10 @@ def atomic_output(path: str | Path, overwrite: bool = False, directory: bool = F
             _remove(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         _remove(tmp)
+        err._rftcli_output = path  # set again by an enclosing atomic_output: the outermost output wins
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)

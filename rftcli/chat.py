@@ -38,8 +38,12 @@ def response_text(row: Mapping[str, Any]) -> str | None:
 def decode_images(row: Mapping[str, Any]) -> list[Image.Image]:
     """The row's images as RGB PIL images (bytes are decoded; a path is opened if bytes are absent)."""
     out = []
-    for item in row.get("images") or []:
+    for j, item in enumerate(row.get("images") or []):
         data = item.get("bytes")
-        img = Image.open(io.BytesIO(data)) if data else Image.open(item["path"])
-        out.append(img.convert("RGB"))
+        try:
+            img = Image.open(io.BytesIO(data)) if data else Image.open(item["path"])
+            out.append(img.convert("RGB"))
+        except Exception as err:  # a header that opened over a damaged payload; PIL raises many types
+            raise ValueError(f"prompt {row.get('id')!r}, column 'images' (image {j}): the image cannot be "
+                             f"decoded ({type(err).__name__}: {str(err)[:120]})") from None
     return out

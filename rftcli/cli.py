@@ -2,8 +2,10 @@
 `--config` YAML < flags), calls the stage's `run`, and prints a rich summary. Heavy libraries are
 imported inside commands so `rftcli --help` stays instant.
 
-Exit codes: 0 success; 2 bad usage, settings or input data (one-line `error:` on stderr naming the file,
-row and column); 1 an internal failure (one line; `rftcli --debug ...` shows the traceback).
+Exit codes: 0 success; 2 bad usage, settings or input data, an existing output without --overwrite or an
+output folder that cannot be written (one-line `error:` on stderr naming the file, row and column); 1 a
+full disk (one line naming the output and how to continue) or an internal failure (one line; `rftcli
+--debug ...` shows the traceback).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub id, loc
 SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to use.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")]
 RemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code from the checkpoint.")]
+AllowPickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="Load weights stored only as pickle files (.bin/.pt), which can run code; off: safetensors only.")]
 RewardOpt = Annotated[list[str] | None, typer.Option(
     "--reward", "-r", help="NAME[=WEIGHT], repeatable; NAME is built-in, pkg.module:fn or file.py:fn.")]
 
@@ -86,21 +90,129 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """`err` and the exceptions it was raised from or while handling, as a traceback shows them."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def _errno_of(err: BaseException) -> int | None:
+    """The OS error number behind `err`. Libraries that wrap an OS error in their own exception keep only
+    its text: pyarrow "IOError: ... [errno 28] No space left on device", safetensors "I/O error: No space
+    left on device (os error 28)". Input errors (ValueError) are taken as they are: their text may quote
+    an OS error about an input file, and their own message says where."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno:
+        return err.errno
+    if isinstance(err, (ValueError, ImportError)):
+        return None
+    text = str(err).lower()
+    number = re.search(r"\[errno (\d+)\]|os error (\d+)", text)
+    if number:
+        return int(number.group(1) or number.group(2))
+    for words, code in (("no space left on device", errno.ENOSPC), ("disk quota exceeded", errno.EDQUOT),
+                        ("read-only file system", errno.EROFS)):
+        if words in text:
+            return code
+    return None
+
+
+def _torch_disk_full(err: BaseException, path: Path | None) -> bool:
+    """torch.save (TRL's optimizer.pt, rng_state.pth) reports a failed write without its cause ("unexpected
+    pos 576 vs 534", "file write failed"): it was a full disk if the file system it wrote to has no room
+    left (the part it wrote stays in the checkpoint folder, so the disk is still full)."""
+    import os
+
+    text = str(err)
+    if path is None or not isinstance(err, RuntimeError) or not (
+            "PytorchStreamWriter" in text or "inline_container.cc" in text):
+        return False
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fs = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return fs.f_bavail * fs.f_frsize < 1 << 20
+
+
+def _write_failure(err: BaseException, since: int) -> tuple[str, int] | None:
+    """A failure of where the output goes rather than of rftcli, as (one-line message, exit code): a full
+    disk (exit 1: the machine, not the input; rerun once there is room) or a place that cannot be written
+    (exit 2: pick another). The path named is the output being written when the write failed, else the
+    file the OS error names, else the stage's output."""
+    import errno
+    import os
+
+    from rftcli.atomic import DISK_FULL_ERRNOS, OutputNotWritableError, checked_outputs, output_of
+
+    if isinstance(err, OutputNotWritableError):
+        return _first_line(err), 2
+    found = next(((code, e) for e in _chain(err) if (code := _errno_of(e)) in DISK_FULL_ERRNOS | {errno.EROFS}
+                  or (e is err and code in (errno.EACCES, errno.EPERM))), None)
+    stage_out = next(iter(checked_outputs()[since:]), None)
+    tagged = next((p for e in _chain(err) if (p := output_of(e)) is not None), None)
+    filename = getattr(found[1], "filename", None) if found else None
+    path = tagged or (Path(os.fsdecode(filename)) if filename else None) or stage_out
+    if found is None:
+        if not _torch_disk_full(err, path):
+            return None
+        found = (errno.ENOSPC, err)
+    code = found[0]
+    if code == errno.EFBIG:
+        reason = "file too large (for this file system, or past the file size limit `ulimit -f`)"
+        return f"{path}: {reason}" if path else reason, 1
+    if code in DISK_FULL_ERRNOS:
+        reason = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+        return f"{path}: {reason}{_after_disk_full(stage_out)}" if path else reason, 1
+    if code == errno.EROFS:
+        return f"{path}: cannot write here (read-only file system)" if path else "read-only file system", 2
+    if tagged or filename:  # EACCES, EPERM
+        return f"{path}: {os.strerror(code).lower()}", 2
+    return _first_line(err), 2  # a library's message, which names the file it could not open
+
+
+def _after_disk_full(out: Path | None) -> str:
+    """What to do after a full disk stopped the stage making `out`, given what its work folder kept."""
+    if out is not None:
+        from rftcli.shards import work_folder as parts_folder
+        from rftcli.training import latest_checkpoint
+        from rftcli.training import work_folder as checkpoints_folder
+
+        parts = parts_folder(out)
+        if any(parts.glob("part-*.parquet")):
+            return f"; free some space, then rerun the same command to continue from the finished parts in {parts}"
+        checkpoint = latest_checkpoint(checkpoints_folder(out))
+        if checkpoint is not None:
+            return f"; free some space, then rerun with --resume to continue from {checkpoint}"
+    return "; free some space or pick another --out, then rerun"
+
+
 @contextmanager
 def errors_as_messages() -> Iterator[None]:
-    """Bad input, settings or an existing output: one line, exit 2. Anything else is internal: one
-    line, exit 1, and the traceback with --debug."""
+    """Bad input, settings, an existing or unwritable output: one line, exit 2. A full disk: one line naming
+    the output, exit 1. Anything else is internal: one line, exit 1, and the traceback with --debug."""
+    from rftcli.atomic import checked_outputs
+
+    since = len(checked_outputs())  # outputs checked from here on are this command's
     try:
         yield
     except typer.Exit:
         raise
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError) as err:
-        if _DEBUG["on"]:
-            raise
-        fail(_first_line(err), code=2)
     except Exception as err:
         if _DEBUG["on"]:
             raise
+        failure = _write_failure(err, since)
+        if failure is not None:
+            fail(*failure)
+        if isinstance(err, (ValueError, FileExistsError, FileNotFoundError, ImportError)):
+            fail(_first_line(err), code=2)
         fail(f"internal error ({type(err).__name__}): {_first_line(err)}; rerun with --debug for the traceback",
              code=1)
 
@@ -251,6 +363,7 @@ def sft_coldstart(
     limit: LimitOpt = None,
     dtype: DtypeOpt = SF.dtype,
     trust_remote_code: RemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
     seed: SeedOpt = SF.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -304,6 +417,7 @@ def rollout(
     limit: LimitOpt = None,
     dtype: DtypeOpt = RO.dtype,
     trust_remote_code: RemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
     seed: SeedOpt = RO.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -340,14 +454,16 @@ def score(
                                               "inputs over 4096 rows.")] = _defaults("score").workers,
     timeout: Annotated[float, typer.Option(help="Seconds a reward may spend on one row (0: no limit).")
                        ] = _defaults("score").timeout,
-    on_error: Annotated[str, typer.Option(help="Value of a row whose reward raised or timed out: abstain "
-                                               "(null) or zero.")] = _defaults("score").on_error,
+    on_error: Annotated[str, typer.Option(help="Value of a row whose reward raised, timed out or returned "
+                                               "NaN/inf: abstain (null) or zero.")] = _defaults("score").on_error,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Apply reward functions to rollouts -> scores Parquet with reward_<name> columns and a total.
 
     Prints means, group statistics, failures and reward-hacking signals; the manifest keeps them too.
+    Resumable: scored rows (reward values only) go to <out>.parts/; rerun the same command after a crash to
+    continue.
 
     Example: rftcli score --rollouts out/rollouts.parquet -r accuracy=1 -r format=0.2 --out out/scores.parquet
     """
@@ -362,7 +478,8 @@ def score(
     rows += [(f"errors {k}", v) for k, v in result.errors.items()]
     rows += [(f"timeouts {k}", v) for k, v in result.timeouts.items()]
     rows += [(k.replace("_", " "), v) for k, v in result.diagnostics.items()]
-    rows += [("workers", result.workers), ("rows/s", result.rows / max(result.seconds, 1e-9))]
+    rows += [("workers", result.workers), ("resumed rows", result.resumed_rows),
+             ("rows/s", result.rows / max(result.seconds, 1e-9))]
     out_console.print(_table(f"scores {result.path}", rows))
 
 
@@ -426,6 +543,7 @@ def train_grpo(
     limit: LimitOpt = None,
     dtype: DtypeOpt = TG.dtype,
     trust_remote_code: RemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
     seed: SeedOpt = TG.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -467,6 +585,7 @@ def merge(
     tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference (merged vs adapter, saved vs "
                                                   "merged); above it nothing is written.")] = MG.tolerance,
     trust_remote_code: RemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -515,6 +634,7 @@ def eval_(
     limit: LimitOpt = None,
     dtype: DtypeOpt = EV.dtype,
     trust_remote_code: RemoteCodeOpt = False,
+    allow_pickle: AllowPickleOpt = False,
     seed: SeedOpt = EV.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,

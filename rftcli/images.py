@@ -15,6 +15,10 @@ Identical input bytes are processed once: results are kept in a small LRU cache 
 (64 images, 64 MB at most; data sets such as CLEVR or RefCOCO ask many questions about one image). `sha256` of the stored bytes
 is returned with each image for deduplication.
 
+`check_table_images(path, table)` checks a stored table's images before a stage spends time on it:
+every image has bytes, opens, passes Pillow's own integrity check and is within the bomb limit, so a
+damaged row is named (file, row, column) before a model is loaded.
+
 Video: `sample_frames(path, n)` decodes `n` frames spread evenly over a clip. Animated GIF/WebP/PNG
 are decoded with Pillow; other files need PyAV (`pip install av`) or OpenCV (`pip install
 opencv-python-headless`); without either the error says so in one line.
@@ -42,6 +46,34 @@ _ANIMATED = {".gif", ".webp", ".png", ".apng"}
 
 class ImageError(ValueError):
     """An image cannot be used; the message is the reason, without location."""
+
+
+def check_table_images(path: Path, table, offset: int = 0, max_image_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> None:
+    """Raise a ValueError naming file, row and column for the first image of `table` (a dataset,
+    rollouts or scores table) that has no bytes, cannot be read, or is over `max_image_pixels`."""
+    column = table.column("images")
+    row = offset
+    for chunk in column.chunks:
+        for start in range(0, len(chunk), 256):  # a slice at a time: image bytes are copied out
+            for items in chunk.slice(start, 256).to_pylist():
+                for j, item in enumerate(items or []):
+                    where = f"{path}: row {row}, column 'images' (image {j})"
+                    data = (item or {}).get("bytes")
+                    if not data:
+                        raise ValueError(f"{where}: no image bytes (only a path); rftcli prepare-data "
+                                         "stores images in the table")
+                    try:
+                        with _own_bomb_check(), Image.open(io.BytesIO(data)) as img:
+                            w, h = img.size
+                            if w * h > max_image_pixels:
+                                raise ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the "
+                                                 f"{max_image_pixels:,}-pixel decompression-bomb limit")
+                            img.verify()
+                    except ImageError as err:
+                        raise ValueError(f"{where}: {err}") from None
+                    except Exception as err:  # PIL raises many types for broken files
+                        raise ValueError(f"{where}: not a readable image ({type(err).__name__})") from None
+                row += 1
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
     one line naming the file and what is wrong."""
     from rftcli.stages.rollout import select_split
 
-    art = read_table(path, ("scores", "rollouts"))
+    art = read_table(path, ("scores", "rollouts"), check_images=True)
     if art.kind != "scores":
         raise ValueError(f"{path}: a rollouts table has no rewards; run `rftcli score` on it first")
     table = select_split(art.table, split)

@@ -199,7 +199,49 @@ def _conform(path: Path, table: pa.Table, schema: pa.Schema, offset: int) -> pa.
         columns.append(col)
     out = pa.Table.from_arrays(columns, schema=_physical(schema.remove_metadata()))
     _check_nulls(path, out, schema, offset)
+    _check_values(path, out, offset)
     return out
+
+
+def _first_row(path: Path, column: pa.ChunkedArray, bad: pa.ChunkedArray | pa.Array, offset: int,
+               name: str, what: str) -> ArtifactError:
+    """The error for the first row where the boolean `bad` holds (list columns: `bad` per list item)."""
+    flat = pa.chunked_array([bad]) if isinstance(bad, pa.Array) else bad
+    index = pc.index(flat, True).as_py()
+    if pa.types.is_list(column.type):
+        index = pc.list_parent_indices(column.combine_chunks()).to_pylist()[index]
+    return ArtifactError(f"{path}: row {offset + index}, column {name!r}: {what}")
+
+
+def _check_values(path: Path, table: pa.Table, offset: int) -> None:
+    """Values a type cannot rule out: text that is not UTF-8 (Parquet does not check it, Python cannot
+    decode it) and floats that are NaN or infinite (a reward or log-prob that would poison a loss)."""
+    for name in table.column_names:
+        col = table.column(name)
+        t = col.type
+        inner = t.value_type if pa.types.is_list(t) else t
+        values = pc.list_flatten(col) if pa.types.is_list(t) else col
+        if pa.types.is_string(inner):
+            try:
+                values.validate(full=True)
+            except pa.ArrowInvalid:
+                bad = [not _is_utf8(v) for v in values.cast(pa.binary()).to_pylist()]
+                raise _first_row(path, col, pa.array(bad), offset, name, "text is not valid UTF-8") from None
+        elif pa.types.is_floating(inner) and values.null_count < len(values):
+            finite = pc.is_finite(values)
+            if pc.any(pc.invert(finite)).as_py():
+                raise _first_row(path, col, pc.fill_null(pc.invert(finite), False), offset, name,
+                                 "not a finite number (NaN or infinite)")
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class TableWriter:
@@ -224,7 +266,8 @@ class TableWriter:
 
     def __enter__(self) -> TableWriter:
         self._tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        # Page checksums: a flipped bit in a stored page is an error on read, not a silently wrong value.
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd", write_page_checksum=True)
         return self
 
     def write_table(self, table: pa.Table) -> None:
@@ -246,9 +289,10 @@ class TableWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self._writer.close()
-        except Exception:
-            if exc_type is None:
+            self._writer.close()  # a full disk often shows here, when the last pages are flushed
+        except Exception as err:
+            if exc_type is None:  # the temporary file goes too, then the error
+                self._ctx.__exit__(type(err), err, err.__traceback__)
                 raise
         return bool(self._ctx.__exit__(exc_type, exc, tb))
 
@@ -288,8 +332,8 @@ def inspect_file(path: str | Path, kinds: tuple[str, ...]) -> tuple[str, dict[st
         raise ArtifactError(f"{path}: no such file")
     try:
         schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise ArtifactError(f"{path}: not a readable Parquet file ({err})") from None
+    except (pa.ArrowException, OSError) as err:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
     meta = schema.metadata or {}
     want = " or ".join(kinds)
     if SCHEMA_KEY not in meta:
@@ -297,6 +341,8 @@ def inspect_file(path: str | Path, kinds: tuple[str, ...]) -> tuple[str, dict[st
                             "convert raw data with `rftcli prepare-data`")
     tag = meta[SCHEMA_KEY].decode(errors="replace")
     kind, _, version = tag.partition("/")
+    if kind not in KINDS:
+        raise ArtifactError(f"{path}: unknown rftcli.schema tag {tag!r}, expected {want}")
     if kind not in kinds:
         raise ArtifactError(f"{path}: is a {kind} table, expected {want}")
     if version != str(SCHEMA_VERSION):
@@ -313,16 +359,25 @@ def inspect_file(path: str | Path, kinds: tuple[str, ...]) -> tuple[str, dict[st
     return kind, manifest, expected
 
 
-def read_table(path: str | Path, kinds: str | tuple[str, ...], columns: list[str] | None = None) -> Artifact:
-    """Read and validate a whole artifact. `kinds` lists the kinds the caller accepts."""
+def read_table(path: str | Path, kinds: str | tuple[str, ...], columns: list[str] | None = None, *,
+               check_images: bool = False) -> Artifact:
+    """Read and validate a whole artifact. `kinds` lists the kinds the caller accepts. With `check_images`,
+    every image must also open (see `rftcli.images.check_table_images`): for stages about to use them."""
     kinds = (kinds,) if isinstance(kinds, str) else kinds
     path = Path(path)
     kind, manifest, expected = inspect_file(path, kinds)
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise ArtifactError(f"{path}: cannot read rows ({err})") from None
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as err:
+        raise ArtifactError(f"{path}: cannot read rows, the file is damaged ({_one_line(err)})") from None
     table = _conform(path, table, expected, 0)
+    if check_images and "images" in table.column_names:
+        from rftcli.images import check_table_images
+
+        try:
+            check_table_images(path, table)
+        except ValueError as err:
+            raise ArtifactError(str(err)) from None
     if columns is not None:
         table = table.select(columns)
     return Artifact(path=path, kind=kind, table=table, manifest=manifest)
@@ -334,10 +389,23 @@ def iter_batches(path: str | Path, kinds: str | tuple[str, ...], batch_size: int
     path = Path(path)
     _, _, expected = inspect_file(path, kinds)
     offset = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+    batches = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=batch_size)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as err:
+            raise ArtifactError(f"{path}: cannot read rows after row {offset}, the file is damaged "
+                                f"({_one_line(err)})") from None
         table = _conform(path, pa.Table.from_batches([batch]), expected, offset)
         offset += table.num_rows
         yield table
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def dataset_columns(table: pa.Table) -> pa.Table:

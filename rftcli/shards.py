@@ -8,6 +8,10 @@ of work as a shard into a work folder beside its output, `<out>.parts/`:
     <out>.parts/part-000000.parquet, part-000001.parquet, ...   finished rows, each a valid table of
                                   the output's kind, written under a temporary name and renamed
 
+With `kind=None` the shards are plain Parquet tables (no schema validation, the manifest kept in the
+same metadata key): for a stage whose shards are not its output's rows, such as `score`, which keeps
+only row numbers and reward values there and writes the final table itself, then calls `remove()`.
+
 A run restarted with the same resume key skips the keys already in shards; one with a different key
 stops with an error naming the first setting that differs, unless `overwrite` is given, which discards
 the old work folder. `finish()` merges the shards in a fixed row order and writes the final table
@@ -27,8 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rftcli.atomic import check_output
-from rftcli.schema import read_table, write_table
+from rftcli.atomic import atomic_output, check_output
+from rftcli.schema import MANIFEST_KEY, read_table, write_table
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -62,10 +66,11 @@ class ShardedOutput:
             shards.finish(manifest, sort_by=["group_index", "sample_index"])
 
     `key` is JSON: everything that decides the rows' content. `key_columns` identify a finished unit of
-    work (a prompt); a unit's rows must all go into one shard.
+    work (a prompt); a unit's rows must all go into one shard. `kind` None: plain Parquet shards (see the
+    module docstring).
     """
 
-    def __init__(self, out: str | Path, kind: str, key: Mapping[str, Any], key_columns: Sequence[str], *,
+    def __init__(self, out: str | Path, kind: str | None, key: Mapping[str, Any], key_columns: Sequence[str], *,
                  reward_names: Iterable[str] = (), overwrite: bool = False):
         self.out = Path(out)
         self.folder = work_folder(self.out)
@@ -107,7 +112,8 @@ class ShardedOutput:
             self._discard()
             return
         if recorded is None or recorded.get("kind") != self.kind:
-            what = "is not an rftcli work folder" if recorded is None else f"holds {recorded.get('kind')} shards"
+            what = ("is not an rftcli work folder" if recorded is None
+                    else f"holds {recorded.get('kind') or 'plain Parquet'} shards")
             if not self.overwrite:
                 raise FileExistsError(f"{self.folder}: {what}; move it away or pass --overwrite to discard it")
             self._discard()
@@ -150,6 +156,9 @@ class ShardedOutput:
             self._lock_fd = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and self._lock_fd is not None and self.folder.is_dir() and not self.parts():
+            # Failed before any piece was finished (bad input met late, a full disk): nothing to resume.
+            shutil.rmtree(self.folder, ignore_errors=True)
         self._unlock()
         return False
 
@@ -164,27 +173,58 @@ class ShardedOutput:
 
     def write(self, rows: list[dict[str, Any]] | pa.Table, manifest: Mapping[str, Any]) -> Path | None:
         """Write finished rows as the next shard (validated against the kind's schema); returns its path."""
-        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(
-            [{c: r[c] for c in self.key_columns} for r in rows])
+        if isinstance(rows, pa.Table) or self.kind is None:
+            table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+        else:
+            table = pa.Table.from_pylist([{c: r[c] for c in self.key_columns} for r in rows])
         if table.num_rows == 0:
             return None
         path = self.folder / f"part-{self._next:06d}.parquet"
-        write_table(path, self.kind, rows, manifest, reward_names=self.reward_names)
+        if self.kind is None:
+            _write_plain(path, table, manifest)
+        else:
+            write_table(path, self.kind, rows, manifest, reward_names=self.reward_names)
         self._next += 1
         self._record(table)
         return path
 
+    def manifests(self) -> list[dict[str, Any]]:
+        """The manifest each shard was written with, in shard order."""
+        out = []
+        for part in self.parts():
+            meta = pq.read_schema(part).metadata or {}
+            out.append(json.loads(meta.get(MANIFEST_KEY, b"{}")))
+        return out
+
     def read(self, sort_by: Sequence[str]) -> pa.Table:
         """All shards as one table, sorted by `sort_by` (ascending)."""
-        tables = [read_table(p, self.kind).table for p in self.parts()]
+        if self.kind is None:
+            tables = [pq.read_table(p).replace_schema_metadata(None) for p in self.parts()]
+        else:
+            tables = [read_table(p, self.kind).table for p in self.parts()]
         if not tables:
             raise ValueError(f"{self.folder}: no rows were written")
         return pa.concat_tables(tables).sort_by([(c, "ascending") for c in sort_by])
 
     def finish(self, manifest: Mapping[str, Any], sort_by: Sequence[str]) -> Path:
         """Merge the shards into the final table (written atomically), then remove the work folder."""
-        write_table(self.out, self.kind, self.read(sort_by), manifest, reward_names=self.reward_names,
-                    overwrite=self.overwrite)
+        if self.kind is None:
+            _write_plain(self.out, self.read(sort_by), manifest, overwrite=self.overwrite)
+        else:
+            write_table(self.out, self.kind, self.read(sort_by), manifest, reward_names=self.reward_names,
+                        overwrite=self.overwrite)
+        self.remove()
+        return self.out
+
+    def remove(self) -> None:
+        """Remove the work folder: after `finish()`, or once the caller has written the final output
+        itself (a table that is not the shards merged)."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self._unlock()
-        return self.out
+
+
+def _write_plain(path: Path, table: pa.Table, manifest: Mapping[str, Any], overwrite: bool = False) -> None:
+    """A Parquet table with `manifest` in its metadata, written atomically; no schema checks."""
+    table = table.replace_schema_metadata({MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode()})
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        pq.write_table(table, tmp, compression="zstd")

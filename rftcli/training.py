@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ import pyarrow as pa
 
 from rftcli.chat import response_text
 from rftcli.manifest import jsonable, write_checkpoint_manifest
+
+log = logging.getLogger("rftcli.training")
 
 # Language-model projections only: vision blocks also have gate/up/down projections, so match by path.
 LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -238,7 +243,7 @@ def work_folder(out: Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
-def run_record(config: Any, manifest: Mapping[str, Any], ignore: tuple[str, ...] = ("resume", "overwrite")
+def run_record(config: Any, manifest: Mapping[str, Any], ignore: tuple[str, ...] = ("resume", "overwrite", "allow_pickle")
                ) -> dict[str, Any]:
     """What must not change between a run and its resumption: each setting (as its CLI flag) and each
     input's content hash."""
@@ -263,35 +268,69 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _read_record(work: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((work / RUN_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):  # absent, or cut off by a kill while it was written
+        return None
+
+
 def open_work_folder(out: Path, record: dict[str, Any], *, resume: bool, overwrite: bool) -> WorkFolder:
     """Prepare `<out>.work` for a fresh run, or check it for `--resume`.
 
     A fresh run refuses to discard an interrupted run's checkpoints without `overwrite`; a work folder
-    holding no complete checkpoint is simply replaced (nothing in it could be resumed).
+    holding no complete checkpoint is simply replaced (nothing in it could be resumed). `--resume` with
+    nothing to resume from (no work folder, or a run killed before its first complete checkpoint) starts
+    from step 0, so a pipeline can always rerun the same command with `--resume` after a crash.
     """
     import shutil
 
     work = work_folder(out)
-    if resume:
-        if not (work / RUN_RECORD).is_file():
-            raise ValueError(f"{work}: no interrupted run to resume; run without --resume")
-        before = json.loads((work / RUN_RECORD).read_text())
+    checkpoint = latest_checkpoint(work) if work.is_dir() else None
+    if resume and checkpoint is not None:
+        before = _read_record(work)
+        if before is None:
+            raise ValueError(f"{work}: {RUN_RECORD} is missing or unreadable, so the settings of its checkpoints "
+                             "are unknown; start over with --overwrite")
         changed = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
         if changed:
             raise ValueError(f"{work}: --resume needs the settings and inputs the run started with; changed: "
                              + ", ".join(changed))
-        checkpoint = latest_checkpoint(work)
-        if checkpoint is None:
-            raise ValueError(f"{work}: no complete checkpoint to resume from; start over with --overwrite")
         return WorkFolder(path=work, resume_from=checkpoint)
+    if resume:
+        log.info("%s: no complete checkpoint to resume from; starting at step 0", work)
     if work.exists():
-        if latest_checkpoint(work) is not None and not overwrite:
+        if checkpoint is not None and not overwrite:
             raise FileExistsError(f"{work}: an interrupted run's checkpoints are here; pass --resume to continue "
                                   "it or --overwrite to start over")
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    (work / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp = work / f".{RUN_RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, work / RUN_RECORD)
     return WorkFolder(path=work, resume_from=None)
+
+
+def run_training(trainer: Any, resume_from: Path | None) -> float:
+    """`trainer.train()`, resumed from `resume_from` if given; returns the mean training loss.
+
+    A checkpoint already at the run's last step is a finished run killed while its output was being
+    written: its weights and log are loaded and no step is taken, where transformers would take one more
+    step past `max_steps`. Its loss is then the step-weighted mean of the logged losses (all steps)."""
+    if resume_from is not None:
+        from transformers.trainer_callback import TrainerState
+
+        state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+        if 0 < state.max_steps <= state.global_step:
+            trainer._load_from_checkpoint(str(resume_from))  # what train() itself does first
+            trainer.state = state
+            total = done = 0.0
+            for entry in state.log_history:
+                if "loss" in entry:
+                    total += entry["loss"] * (entry["step"] - done)
+                    done = entry["step"]
+            return total / done if done else math.nan
+    return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
 
 
 @contextmanager

@@ -90,8 +90,9 @@ class VLLMPolicy:
 
     backend = "vllm"
 
-    def __init__(self, spec: str, *, base: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):
-        from rftcli.loading import adapter_base, is_adapter, load_processor, resolve
+    def __init__(self, spec: str, *, base: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+                 allow_pickle: bool = False):
+        from rftcli.loading import adapter_base, check_weights, is_adapter, load_processor, resolve
 
         require_vllm()
         self.spec = spec
@@ -102,8 +103,11 @@ class VLLMPolicy:
             base_spec = adapter_base(path, base)
             if is_adapter(resolve(base_spec)):
                 raise ValueError(f"{spec}: its base {base_spec} is itself an adapter; merge it first (rftcli merge)")
+            check_weights(Path(path), adapter=True, allow_pickle=allow_pickle)
             self.lora_path, self.lora_rank = path, _adapter_rank_and_check(path)
             path = resolve(base_spec)
+        if Path(path).is_dir():  # vLLM reads the weights itself: the same safetensors-only rule
+            check_weights(Path(path), adapter=False, allow_pickle=allow_pickle)
         self.model_path = path
         self.dtype = _vllm_dtype(dtype)
         self.trust_remote_code = trust_remote_code

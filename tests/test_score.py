@@ -1,11 +1,15 @@
 """The score stage: isolation of failing rows, worker processes, group statistics and reward-hacking
-diagnostics, through `score.run`, the worker pool and the CLI."""
+diagnostics, resuming after a kill, through `score.run`, the worker pool and the CLI."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -17,6 +21,7 @@ from rftcli.cli import app
 from rftcli.rewards.combine import FailureLog, Isolation, WeightedReward, apply_reward, load_rewards
 from rftcli.rewards.pool import Chunk, WorkerPool, score_chunk
 from rftcli.schema import read_table, write_table
+from rftcli.shards import ShardedOutput, work_folder
 from rftcli.stages import score
 
 # A reward file with every way a row can go wrong: raise, spin in Python, block in C, kill its process.
@@ -284,3 +289,230 @@ def test_cli_rejects_a_bad_on_error_value_in_one_line(tmp_path):
                                       "--on-error", "ignore"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: on_error must be one of abstain, zero, got 'ignore'"
+
+
+# ---------------------------------------------------------------- non-finite values
+
+# A reward that sleeps RFT_TEST_SLEEP seconds per row (read at each call, so one file serves slow and
+# fast runs alike), raises on RAISE, returns NaN/inf on NAN/INF/NEGINF, and is interrupted (Ctrl-C) on
+# STOP while RFT_TEST_STOP is set.
+STEADY = '''
+import os, time
+
+def steady(completions, **kwargs):
+    time.sleep(float(os.environ.get("RFT_TEST_SLEEP", "0")) * len(completions))
+    out = []
+    for c in completions:
+        if "STOP" in c and os.environ.get("RFT_TEST_STOP"):
+            raise KeyboardInterrupt
+        if "RAISE" in c:
+            raise RuntimeError("cannot score this row")
+        if "NAN" in c:
+            out.append(float("nan"))
+        elif "NEGINF" in c:
+            out.append(float("-inf"))
+        elif "INF" in c:
+            out.append(float("inf"))
+        else:
+            out.append(len(c) % 7 / 7)
+    return out
+'''
+
+
+@pytest.fixture
+def steady_reward(tmp_path):
+    path = tmp_path / "steady_reward.py"
+    path.write_text(STEADY)
+    return f"{path}:steady"
+
+
+def _steady_value(text):
+    return len(text) % 7 / 7
+
+
+def test_nan_or_inf_from_a_reward_gets_the_on_error_value_and_is_counted(tmp_path, steady_reward, caplog):
+    marks = {1: " NAN", 2: " INF", 3: " NEGINF", 260: " RAISE", 261: " NAN"}  # chunk 0 whole, chunk 1 row by row
+    texts = [f"row {i}" + marks.get(i, "") for i in range(300)]
+    src = make_rollouts(tmp_path / "r.parquet", texts)
+    for on_error, fill in (("abstain", None), ("zero", 0.0)):
+        out = tmp_path / f"s-{on_error}.parquet"
+        with caplog.at_level("WARNING", logger="rftcli.score"):
+            caplog.clear()
+            result = score.run(score.Config(rollouts=src, out=out, rewards=(f"{steady_reward}=2", "format"),
+                                            workers=1, on_error=on_error))
+        table = read_table(out, "scores").table
+        assert table.column("reward_steady").to_pylist() == [
+            fill if i in marks else _steady_value(texts[i]) for i in range(300)]
+        assert table.column("reward").to_pylist() == [
+            0.0 if i in marks else 2 * _steady_value(texts[i]) for i in range(300)]
+        assert result.errors == {"steady": 5} and result.timeouts == {}
+        assert result.failure_messages == ["row 1: reward steady: returned nan", "row 2: reward steady: returned inf",
+                                           "row 3: reward steady: returned -inf",
+                                           "row 260: reward steady: RuntimeError: cannot score this row",
+                                           "row 261: reward steady: returned nan"]
+        assert [r.getMessage() for r in caplog.records] == [f"{src}: {m}" for m in result.failure_messages]
+        assert read_table(out, "scores").manifest["summary"]["errors"] == {"steady": 5}
+        assert math.isfinite(result.mean["steady"]) and math.isfinite(result.mean["reward"])
+
+
+def test_nan_is_an_error_for_train_grpo_online_rewards_too(steady_reward, caplog):
+    from rftcli.rewards import get_reward
+
+    guarded = WeightedReward("steady", 1.0, get_reward(steady_reward)).isolated(Isolation(on_error="zero"))
+    with caplog.at_level("WARNING", logger="rftcli.rewards"):
+        got = guarded(["ok", "x NAN", "y INF"], prompts=[[], [], []])
+    assert got == [2 / 7, 0.0, 0.0]
+    assert [r.getMessage() for r in caplog.records] == ["row 1: reward steady: returned nan",
+                                                        "row 2: reward steady: returned inf"]
+    errors = {}
+    values = apply_reward(WeightedReward("steady", 1.0, get_reward(steady_reward)), ["NAN"], {}, errors,
+                          isolation=Isolation(on_error="abstain"), failures=FailureLog(), offset=7)
+    assert values == [None] and errors == {"steady": 1}
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def _big_rollouts(path, rollouts, rows):
+    """`rows` rows of the session's rollouts (with their images), repeated with new group indices; a few
+    completions marked to raise, so failures fall on both sides of a kill."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    base = read_table(rollouts, "rollouts").table
+    copies = [base.set_column(base.schema.get_field_index("group_index"), "group_index",
+                              pc.add(base.column("group_index"), k * 1000))
+              for k in range(-(-rows // base.num_rows))]
+    table = pa.concat_tables(copies).slice(0, rows)
+    texts = [t + (" RAISE" if i % 500 == 3 else "") for i, t in enumerate(table.column("completion").to_pylist())]
+    table = table.set_column(table.schema.get_field_index("completion"), "completion", pa.array(texts))
+    return write_table(path, "rollouts", table, {"stage": "test"})
+
+
+def _score_cmd(src, out, reward, *extra):
+    return [sys.executable, "-m", "rftcli", "score", "--rollouts", str(src), "--out", str(out), "-r", reward,
+            "-r", "format=0.5", "--workers", "1", *extra]
+
+
+def test_resume_after_a_kill_gives_the_same_table_and_summary(tmp_path, rollouts, steady_reward):
+    src = _big_rollouts(tmp_path / "big.parquet", rollouts, 2000)
+    out = tmp_path / "killed.parquet"
+    parts = work_folder(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RFT_TEST_SLEEP": "0.003"}  # ~0.8 s per chunk of 256 rows
+    proc = subprocess.Popen(_score_cmd(src, out, steady_reward), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(parts.glob("part-*.parquet")):
+        assert proc.poll() is None, f"score ended before it could be killed: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "no shards appeared"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    shards = [pq.read_table(p) for p in parts.glob("part-*.parquet")]
+    finished = sum(t.num_rows for t in shards)
+    assert 0 < finished < 2000 and finished % score.CHUNK_ROWS == 0
+    for t in shards:  # row numbers and values only: none of the input's columns, images least of all
+        assert t.column_names == ["row", "chunk", "reward_steady", "reward_format", "reward"]
+
+    resumed = subprocess.run(_score_cmd(src, out, steady_reward), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(rf"resumed rows\s*│\s*{finished}\s", resumed.stdout), resumed.stdout
+    assert out.exists() and not parts.exists()
+
+    whole = tmp_path / "whole.parquet"  # uninterrupted, in this process, without the sleep
+    reference = score.run(score.Config(rollouts=src, out=whole, rewards=(steady_reward, "format=0.5"), workers=1))
+    assert reference.resumed_rows == 0 and reference.errors == {"steady": 4}
+    assert pq.read_table(out).equals(pq.read_table(whole))
+    got, want = read_table(out, "scores").manifest["summary"], read_table(whole, "scores").manifest["summary"]
+    assert got == want
+    assert got["failure_messages"] == [f"row {i}: reward steady: RuntimeError: cannot score this row"
+                                       for i in (3, 503, 1003, 1503)]  # from both runs' shards
+
+
+def _interrupted(src, out, reward, monkeypatch, **settings):
+    """Score until a reward is interrupted (Ctrl-C) at the row marked STOP; the work folder stays."""
+    monkeypatch.setenv("RFT_TEST_STOP", "1")
+    with pytest.raises(KeyboardInterrupt):
+        score.run(score.Config(rollouts=src, out=out, rewards=(reward, "format=0.2"), workers=1, **settings))
+    monkeypatch.delenv("RFT_TEST_STOP")
+    assert not out.exists()
+    return {p.name: p.read_bytes() for p in work_folder(out).iterdir()}
+
+
+def test_resume_refuses_other_settings_allows_other_workers_and_overwrite_discards(tmp_path, steady_reward,
+                                                                                   monkeypatch):
+    texts = [f"<think>{i}</think><answer>{i % 5}</answer>" + {40: " NAN", 600: " NAN", 700: " STOP"}.get(i, "")
+             for i in range(1000)]
+    src = make_rollouts(tmp_path / "r.parquet", texts, answers=[str(i % 3) for i in range(1000)])
+    whole = tmp_path / "whole.parquet"
+    reference = score.run(score.Config(rollouts=src, out=whole, rewards=(steady_reward, "format=0.2"), workers=1))
+    out = tmp_path / "s.parquet"
+    before = _interrupted(src, out, steady_reward, monkeypatch)
+    assert pq.read_table(work_folder(out) / "part-000000.parquet").column("row").to_pylist() == list(range(512))
+
+    # Other settings: refused with exit 2, the work folder as it was.
+    for args, diff in ((["-r", "format=0.2", "--on-error", "zero"], 'settings.on_error: "abstain" then, "zero" now'),
+                       (["-r", "format=0.3"], "settings.rewards: "),
+                       (["-r", "format=0.2", "--timeout", "3"], "settings.timeout: 10.0 then, 3.0 now")):
+        result = CliRunner().invoke(app, ["score", "--rollouts", str(src), "--out", str(out), "-r", steady_reward,
+                                          *args])
+        assert result.exit_code == 2, result.output
+        assert f"holds a partial run with other settings ({diff}" in result.output
+        assert {p.name: p.read_bytes() for p in work_folder(out).iterdir()} == before
+    assert not out.exists()
+
+    # The same settings with other workers: resumes, and ends with the uninterrupted run's table.
+    again = score.run(score.Config(rollouts=src, out=out, rewards=(steady_reward, "format=0.2"), workers=2))
+    assert again.resumed_rows == 512 and again.workers == 2
+    assert pq.read_table(out).equals(pq.read_table(whole)) and not work_folder(out).exists()
+    assert again.errors == reference.errors == {"steady": 2}
+    assert again.failure_messages == reference.failure_messages == ["row 40: reward steady: returned nan",
+                                                                    "row 600: reward steady: returned nan"]
+    summary = read_table(out, "scores").manifest["summary"]
+    assert {**summary, "workers": 1} == read_table(whole, "scores").manifest["summary"]
+
+    # --overwrite discards a work folder of other settings and starts again.
+    out2 = tmp_path / "s2.parquet"
+    _interrupted(src, out2, steady_reward, monkeypatch)
+    result = CliRunner().invoke(app, ["score", "--rollouts", str(src), "--out", str(out2), "-r", steady_reward,
+                                      "-r", "format=0.2", "--on-error", "zero", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"resumed rows\s*│\s*0\s", result.output), result.output
+    assert not work_folder(out2).exists()
+    table = read_table(out2, "scores").table
+    assert table.column("reward_steady")[40].as_py() == 0.0  # on_error zero: the new setting, not the old rows
+    assert table.column("reward").to_pylist()[:40] == pq.read_table(whole).column("reward").to_pylist()[:40]
+
+
+def test_resume_key_follows_the_reward_file_content(tmp_path, steady_reward, monkeypatch):
+    texts = [f"row {i}" + (" STOP" if i == 300 else "") for i in range(400)]
+    src = make_rollouts(tmp_path / "r.parquet", texts)
+    out = tmp_path / "s.parquet"
+    _interrupted(src, out, steady_reward, monkeypatch)
+    path = steady_reward.rpartition(":")[0]
+    with open(path, "a") as fh:
+        fh.write("\n# edited: its values may differ now\n")
+    with pytest.raises(ValueError, match=r"settings.rewards: .* then, .* now\); rerun with the same settings"):
+        score.run(score.Config(rollouts=src, out=out, rewards=(steady_reward, "format=0.2"), workers=1))
+
+
+def test_plain_shards_resume_and_finish_without_a_schema(tmp_path):
+    import pyarrow as pa
+
+    out = tmp_path / "plain.parquet"
+    with ShardedOutput(out, None, {"n": 1}, ("k",)) as shards:
+        shards.write(pa.table({"k": [2, 3], "v": [0.5, None]}), {"part": 1})
+        shards.write([{"k": 0, "v": 1.0}], {"part": 2})
+    with pytest.raises(FileExistsError, match="holds plain Parquet shards"):
+        with ShardedOutput(out, "dataset", {"n": 1}, ("id",)):
+            pass
+    with ShardedOutput(out, None, {"n": 1}, ("k",)) as shards:
+        assert shards.resumed and shards.done == {(0,), (2,), (3,)}
+        assert shards.manifests() == [{"part": 1}, {"part": 2}]
+        shards.finish({"stage": "test"}, sort_by=["k"])
+    assert not work_folder(out).exists()
+    table = pq.read_table(out)
+    assert table.to_pydict() == {"k": [0, 2, 3], "v": [1.0, 0.5, None]}
+    assert json.loads(table.schema.metadata[b"rftcli.manifest"]) == {"stage": "test"}

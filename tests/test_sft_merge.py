@@ -247,10 +247,17 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, data):
     assert [s for s, loss, _ in losses(out) if loss is not None] == list(range(1, 25))
 
 
-def test_resume_needs_an_interrupted_run(tmp_path, data):
-    with pytest.raises(ValueError, match="no interrupted run to resume"):
-        sft_coldstart.run(sft_coldstart.Config(dataset=data, model=TINY, out=tmp_path / "sft", resume=True,
-                                               save_steps=2))
+def test_resume_with_nothing_to_resume_starts_at_step_0(tmp_path, data):
+    """A pipeline may always rerun with --resume: with no work folder, or one killed before its first
+    complete checkpoint, the run starts over; the folder's torn checkpoint is not used."""
+    out = tmp_path / "sft"
+    torn = work_folder(out) / "checkpoint-2"
+    torn.mkdir(parents=True)
+    (work_folder(out) / "rftcli_run.json").write_text('{"--lr": ')  # cut off by a kill
+    result = sft_coldstart.run(sft_coldstart.Config(dataset=data, model=TINY, out=out, resume=True, save_steps=2,
+                                                    max_steps=2, batch_size=4))
+    assert result.resumed_from is None and result.steps == 2
+    assert out.is_dir() and not work_folder(out).exists()
     with pytest.raises(ValueError, match="needs --save-steps"):
         sft_coldstart.Config(dataset=data, model=TINY, out=tmp_path / "sft", resume=True)
 

@@ -20,6 +20,7 @@ Locations count lines from 1 (as editors do) and Parquet/Arrow rows from 0 (as p
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator
@@ -71,16 +72,39 @@ def _open_folder(path: Path) -> Input:
                      "the Geometry3K folder (<id>/data.json), or .parquet files")
 
 
+# ---------------------------------------------------------------- text
+
+def _not_utf8(where: Where, err: UnicodeDecodeError) -> BadRow:
+    return BadRow(where, f"not valid UTF-8 text (byte 0x{err.object[err.start]:02x} at character {err.start + 1}); "
+                         "save the file as UTF-8")
+
+
+def _utf8_lines(path: Path, fh) -> Iterator[str]:
+    """The lines of a binary file as text; a line that is not UTF-8 stops the file with its line number
+    (the csv module cannot step over one)."""
+    for lineno, raw in enumerate(fh, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _not_utf8(Where(str(path), f"line {lineno}"), err) from None
+
+
 # ---------------------------------------------------------------- JSONL
 
 def read_jsonl(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
     base_dir = base_dir or path.parent
     index = 0
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = Where(str(path), f"line {lineno}")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield Record(index, where, None, base_dir, error=_not_utf8(where, err), raw_text=repr(raw[:200]))
+                index += 1
+                continue
             if not line.strip():
                 continue
-            where = Where(str(path), f"line {lineno}")
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as err:
@@ -129,8 +153,14 @@ class JsonItems:
     def _fill(self) -> bool:
         if self.eof:
             return False
-        text = self._fh.read(self.chunk)
-        if not text:
+        raw = self._fh.read(self.chunk)
+        try:
+            text = self._utf8.decode(raw, final=not raw)
+        except UnicodeDecodeError as err:
+            line = self._newlines + raw[:err.start].count(b"\n") + 1
+            raise _not_utf8(Where(str(self.path), f"line {line}"), err) from None
+        self._newlines += raw.count(b"\n")
+        if not raw:
             self.eof = True
             return False
         self._count_to(self.offset + self.pos)
@@ -184,7 +214,9 @@ class JsonItems:
     # -- document
     def start(self) -> str | None:
         """Read up to the array's first item; returns the key holding the array (None: top level)."""
-        self._fh = open(self.path, encoding="utf-8")
+        self._fh = open(self.path, "rb")
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._newlines = 0  # in the bytes read so far, to name the line of a byte that is not UTF-8
         if not self._skip_ws():
             raise ValueError(f"{self.path}: empty JSON file")
         if self._expect("[{") == "[":
@@ -255,8 +287,8 @@ def _cell(name: str, value: str | None, where: Where) -> Any:
 def read_csv(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
     base_dir = base_dir or path.parent
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
+    with open(path, "rb") as fh:
+        reader = csv.DictReader(_utf8_lines(path, fh), delimiter=delimiter)
         if reader.fieldnames is None:
             return
         last_line = reader.line_num
@@ -387,7 +419,12 @@ def read_intergps(folder: Path, problems: list[tuple[str | None, Path]]) -> Iter
         path = problem / "data.json"
         where = Where(str(path))
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line = raw[:err.start].count(b"\n") + 1
+            yield Record(index, where, None, folder, error=_not_utf8(Where(str(path), f"line {line}"), err))
+            continue
         except json.JSONDecodeError as err:
             bad = BadRow(Where(str(path), f"line {err.lineno}, column {err.colno}"), f"malformed JSON ({err.msg})")
             yield Record(index, where, None, folder, error=bad)

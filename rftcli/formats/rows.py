@@ -47,6 +47,15 @@ def required_text(value: Any, where: Where, column: str) -> str:
     return str(value)
 
 
+def prompt_text(value: Any, where: Where) -> str:
+    """The question as text: a string (or a number); a list, object or true/false is a mapping mistake."""
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        kind = "true/false" if isinstance(value, bool) else "a list" if isinstance(value, list) else "an object"
+        raise BadRow(where, f"expected text, found {kind}; --map may name the field that holds the question",
+                     column="prompt")
+    return required_text(value, where, "prompt")
+
+
 def answer_text(value: Any) -> Any:
     """Numbers as text; lists and objects as JSON text; None and empty text stay missing."""
     if is_empty(value):
@@ -114,7 +123,7 @@ def draft(row: dict[str, Any], where: Where, *, prompt: Any, answer: Any, images
         "id": str(row["id"]) if not is_empty(row.get("id")) else None,
         "task": str(row.get("task") or task),
         "system": row.get("system") or None,
-        "prompt": required_text(prompt, where, "prompt"),
+        "prompt": prompt_text(prompt, where),
         "answer": required_text(answer, where, "answer"),
         "answer_type": row.get("answer_type") or None,
         "choices": choices_list(row.get("choices"), where),

@@ -6,8 +6,9 @@ symbolic comparison to 2 s inside that). If the batch call raises, returns the w
 values, or runs out of time, the reward is called again row by row, each row under its own limit
 of `timeout_s`. A row that still raises or runs out of time gets the `on_error` value - None
 (abstain: no evidence either way, and the weighted total counts it 0) or 0.0 - and is counted per
-reward and logged with its row number. Exceptions that stop a program (KeyboardInterrupt,
-SystemExit) are passed on.
+reward and logged with its row number. A value that is NaN or infinite counts as an error of its row
+("returned nan") without a retry: it would poison the weighted total and every group statistic.
+Exceptions that stop a program (KeyboardInterrupt, SystemExit) are passed on.
 
 Time limits use the alarm of `rftcli.rewards.timelimit`, so they hold in the main thread; elsewhere
 rows run unlimited (math checks still have their own helper-process limit). Code stuck in C that
@@ -22,6 +23,7 @@ never returns to Python is cut off only by `rftcli.rewards.pool`, which kills th
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +61,8 @@ class Isolation:
 
 @dataclass
 class FailureLog:
-    """Rows whose reward raised (`errors`) or ran out of time (`timeouts`), per reward, and the first
-    `MAX_MESSAGES` messages per reward as "row N: reward NAME: what happened"."""
+    """Rows whose reward raised or returned NaN/inf (`errors`) or ran out of time (`timeouts`), per
+    reward, and the first `MAX_MESSAGES` messages per reward as "row N: reward NAME: what happened"."""
 
     errors: dict[str, int] = field(default_factory=dict)
     timeouts: dict[str, int] = field(default_factory=dict)
@@ -98,8 +100,8 @@ class WeightedReward:
     fn: Callable[..., list[float | None]]
 
     def isolated(self, isolation: Isolation = Isolation()) -> Callable[..., list[float | None]]:
-        """`fn` wrapped for TRL's GRPOTrainer: same name and signature, but a row that raises or runs
-        out of time gets the `on_error` value (logged) instead of stopping training."""
+        """`fn` wrapped for TRL's GRPOTrainer: same name and signature, but a row that raises, runs
+        out of time or returns NaN/inf gets the `on_error` value (logged) instead of stopping training."""
 
         def reward(completions, **kwargs):
             failures = FailureLog()
@@ -161,40 +163,53 @@ def apply_reward(reward: WeightedReward, completions: list, columns: Mapping[str
                  isolation: Isolation = Isolation(), failures: FailureLog | None = None, offset: int = 0,
                  tick: Callable[[], None] | None = None) -> list[float | None]:
     """One reward on a batch; on failure row by row (see the module docstring). `errors` counts rows
-    that raised, per reward; `failures` (optional) also gets timeouts and messages, which are logged
-    here when it is not given; `offset` numbers the rows; `tick` is called after each call."""
+    that raised or returned a non-finite value, per reward; `failures` (optional) also gets timeouts and
+    messages, which are logged here when it is not given; `offset` numbers the rows; `tick` is called
+    after each call."""
     n = len(completions)
     local = FailureLog() if failures is None else failures
+
+    def failed(i: int, timed_out: bool, detail: str) -> float | None:
+        if not timed_out:
+            errors[reward.name] = errors.get(reward.name, 0) + 1
+        local.record(reward.name, offset + i, timed_out, detail)
+        return isolation.fill
+
+    def finite(i: int, value: float | None) -> float | None:
+        if value is None or math.isfinite(value):
+            return value
+        return failed(i, False, f"returned {value}")  # nan, inf or -inf
+
+    values: list[float | None] = []
+    batch_error: tuple[bool, str] | None = None
     try:
         values = _call(reward, completions, columns, isolation.timeout_s)
-        if tick:
-            tick()
-        return values
     except _OutOfTime:
-        batch_error: tuple[bool, str] = (True, f"no result within {isolation.timeout_s:g} s")
+        batch_error = (True, f"no result within {isolation.timeout_s:g} s")
     except Exception as err:
         batch_error = (False, _describe(err))
     if tick:
         tick()
-    values = []
-    for i in range(n):
-        if n == 1:  # the batch was this row: no need to call again
-            timed_out, detail = batch_error
-        else:
-            try:
-                values.append(_call(reward, [completions[i]], _row_kwargs(columns, i, n), isolation.timeout_s)[0])
+    if batch_error is not None:
+        values = []
+        for i in range(n):
+            if n == 1:  # the batch was this row: no need to call again
+                values.append(failed(i, *batch_error))
                 continue
+            try:
+                value = _call(reward, [completions[i]], _row_kwargs(columns, i, n), isolation.timeout_s)[0]
             except _OutOfTime:
-                timed_out, detail = True, f"no result within {isolation.timeout_s:g} s"
+                value = failed(i, True, f"no result within {isolation.timeout_s:g} s")
             except Exception as err:
-                timed_out, detail = False, _describe(err)
+                value = failed(i, False, _describe(err))
+            else:
+                value = finite(i, value)
             finally:
                 if tick:
                     tick()
-        if not timed_out:
-            errors[reward.name] = errors.get(reward.name, 0) + 1
-        local.record(reward.name, offset + i, timed_out, detail)
-        values.append(isolation.fill)
+            values.append(value)
+    else:
+        values = [finite(i, v) for i, v in enumerate(values)]
     if failures is None:
         for message in local.messages:
             log.warning("%s", message)

@@ -1,6 +1,7 @@
 """Scoring chunks of rows in worker processes, results in input order, with a watchdog.
 
-`score_chunk` scores one chunk (a few hundred rows) with `rftcli.rewards.combine.score_columns`;
+`score_chunk` scores one chunk (a few hundred rows) with `rftcli.rewards.combine.score_columns`
+(which also turns a NaN or infinite value into the `on_error` value, counted as an error);
 `score --workers 1` calls it in process, and `WorkerPool.imap` calls it in N worker processes
 (fresh interpreters that load the rewards by spec, so functions never need pickling) and yields
 the results in the order of the chunks. Every row's value depends only on that row, so the output is

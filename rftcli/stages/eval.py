@@ -89,6 +89,8 @@ class Config:
     """Model dtype: auto, float32, bfloat16, float16."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint."""
+    allow_pickle: bool = False
+    """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
     seed: int = 0
     """Sampling seed: completion j of prompt id samples under row_seed(seed, id, j) (greedy: unused)."""
     overwrite: bool = False
@@ -186,7 +188,7 @@ def _evaluate(config: Config, label: str, spec: str, prompts: Sequence[dict[str,
     greedy = config.samples == 1
     settings = SamplingSettings(n=config.samples, do_sample=not greedy, temperature=config.temperature,
                                 top_p=config.top_p, max_new_tokens=config.max_new_tokens)
-    loaded = load_model(spec, dtype=config.dtype, device=default_device(), trust_remote_code=config.trust_remote_code)
+    loaded = load_model(spec, dtype=config.dtype, device=default_device(), trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     model = loaded.model.eval()
     scorer = rewards[0].name
 
@@ -252,7 +254,7 @@ def run(config: Config, progress: bool = True) -> Result:
     check_output(config.out, config.overwrite)
     for path in config.metrics:  # fail before hours of generation, not after
         read_training_metrics(path)
-    data = read_table(config.dataset, "dataset")
+    data = read_table(config.dataset, "dataset", check_images=True)
     table = select_split(data.table, config.split)
     if config.limit is not None:
         table = table.slice(0, config.limit)

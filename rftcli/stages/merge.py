@@ -50,6 +50,8 @@ class Config:
     """Largest allowed |logit| difference of the merge and of the saved files (float32 comparisons)."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint."""
+    allow_pickle: bool = False
+    """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
     overwrite: bool = False
     """Replace an existing output."""
 
@@ -133,7 +135,7 @@ def run(config: Config) -> Result:
     if not is_adapter(str(config.adapter)):
         raise ValueError(f"{config.adapter}: not an adapter folder (no adapter_config.json)")
     loaded = load_model(str(config.adapter), base=config.base, dtype="float32",
-                        trust_remote_code=config.trust_remote_code)
+                        trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     model = loaded.model.eval()
     adapter_logits = probe_logits(model, loaded.processor)  # [2, L, V]
     if not bool(torch.isfinite(adapter_logits).all()):

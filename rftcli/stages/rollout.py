@@ -93,6 +93,8 @@ class Config:
     """Model dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint (off by default)."""
+    allow_pickle: bool = False
+    """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
     seed: int = 0
     """Base seed; completion j of prompt id samples under row_seed(seed, id, j)."""
     overwrite: bool = False
@@ -227,7 +229,7 @@ class HFPolicy:
         from rftcli.loading import default_device, load_model
 
         self.loaded = load_model(config.model, base=config.base, dtype=config.dtype, device=default_device(),
-                                 trust_remote_code=config.trust_remote_code)
+                                 trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
         self.model = self.loaded.model.eval()
         self.processor = self.loaded.processor
         self.device = next(self.model.parameters()).device
@@ -260,7 +262,7 @@ def _load_policy(config: Config):
         from rftcli.vllm_generation import VLLMPolicy
 
         return VLLMPolicy(config.model, base=config.base, dtype=config.dtype,
-                          trust_remote_code=config.trust_remote_code)
+                          trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     return HFPolicy(config)
 
 
@@ -296,7 +298,7 @@ def run(config: Config, progress: bool = True) -> Result:
 
         require_vllm()
     check_output(config.out, config.overwrite)
-    data = read_table(config.dataset, "dataset")
+    data = read_table(config.dataset, "dataset", check_images=True)
     table = select_split(data.table, config.split)
     if config.limit is not None:
         table = table.slice(0, config.limit)

@@ -121,6 +121,8 @@ class Config:
     """Model dtype: auto, float32, bfloat16, float16."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint."""
+    allow_pickle: bool = False
+    """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
     seed: int = 0
     """Seed for data order and initialisation."""
     overwrite: bool = False
@@ -169,7 +171,7 @@ def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_col
     before filtering. See the module docstring for what a rollouts or scores table contributes."""
     import pyarrow.compute as pc
 
-    art = read_table(path, ("dataset", "rollouts", "scores"))
+    art = read_table(path, ("dataset", "rollouts", "scores"), check_images=True)
     table = select_split(art.table, split)
     read = table.num_rows
     if art.kind == "dataset":
@@ -235,6 +237,7 @@ def run(config: Config) -> Result:
         keep_if_resumable,
         open_work_folder,
         run_record,
+        run_training,
         save_checkpoint,
         trl_dataset,
         write_metrics,
@@ -267,11 +270,11 @@ def run(config: Config) -> Result:
                             overwrite=config.overwrite)
     with keep_if_resumable(work):
         loaded = load_model(config.model, dtype=config.dtype, load_in_4bit=config.load_in_4bit,
-                            trust_remote_code=config.trust_remote_code, merge_adapter=True)
+                            trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle, merge_adapter=True)
         manifest["quantization"] = _quantization(loaded.model)
         trainer = sft_trainer(config, loaded, train, eval_data, work.path)
         attach_progress(trainer, "sft")
-        output = trainer.train(resume_from_checkpoint=str(work.resume_from) if work.resume_from else None)
+        training_loss = run_training(trainer, work.resume_from)
         eval_loss = None
         if eval_data is not None:
             evals = [e for e in trainer.state.log_history if "eval_loss" in e]
@@ -288,5 +291,5 @@ def run(config: Config) -> Result:
             write_metrics(trainer.state.log_history, tmp)
     discard(work.path)
     # train_loss: TRL's mean over the steps this process ran (after a resume, those since the checkpoint).
-    return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(output.training_loss),
+    return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(training_loss),
                   rows=table.num_rows, rows_read=read, eval_loss=eval_loss, resumed_from=resumed_from)

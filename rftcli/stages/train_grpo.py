@@ -139,6 +139,8 @@ class Config:
     """Model dtype: auto, float32, bfloat16, float16."""
     trust_remote_code: bool = False
     """Allow model code from the checkpoint."""
+    allow_pickle: bool = False
+    """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
     seed: int = 0
     """Seed for sampling, data order and initialisation."""
     overwrite: bool = False
@@ -284,7 +286,7 @@ def _load(config: Config, args: Any):
 
     # A 4-bit model is placed by device map: each process on its own device.
     return load_model(config.model, dtype=config.dtype, load_in_4bit=config.load_in_4bit,
-                      trust_remote_code=config.trust_remote_code, merge_adapter=True,
+                      trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle, merge_adapter=True,
                       device=str(args.device) if config.load_in_4bit else None)
 
 
@@ -301,7 +303,7 @@ def _online_trainer(config: Config, work_path: Path):
             super().log(logs, start_time)
 
     rewards = load_rewards(config.rewards or DEFAULT_REWARDS)
-    table = select_split(read_table(config.dataset, "dataset").table, config.split)
+    table = select_split(read_table(config.dataset, "dataset", check_images=True).table, config.split)
     if config.limit is not None:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
@@ -378,6 +380,7 @@ def run(config: Config) -> Result:
         discard,
         keep_if_resumable,
         run_record,
+        run_training,
         save_checkpoint,
         work_folder,
         write_metrics,
@@ -403,7 +406,7 @@ def run(config: Config) -> Result:
         set_seed(config.seed)
         trainer = build(loaded)
         attach_progress(trainer, "grpo")
-        output = trainer.train(resume_from_checkpoint=str(work.resume_from) if work.resume_from else None)
+        training_loss = run_training(trainer, work.resume_from)
         resumed_from = None
         if work.resume_from is not None:
             resumed_from = int(work.resume_from.name.removeprefix("checkpoint-"))
@@ -420,7 +423,7 @@ def run(config: Config) -> Result:
     rewards_logged = [e["reward"] for e in trainer.state.log_history if e.get("reward") is not None]
     rollouts = extra.get("rollouts", {})
     # train_loss: the mean over the steps this process ran (after a resume, those since the checkpoint).
-    return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(output.training_loss),
+    return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(training_loss),
                   reward_first=rewards_logged[0] if rewards_logged else None,
                   reward_last=rewards_logged[-1] if rewards_logged else None, mode="offline" if offline else "online",
                   resumed_from=resumed_from, groups=rollouts.get("groups"),

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from rftcli.cli import app
 from rftcli.loading import load_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = "builtin:tiny-qwen2.5-vl"
 runner = CliRunner()
 
@@ -121,6 +121,18 @@ def test_pickle_only_checkpoint_is_refused_unless_allowed(pickled_model, tiny_mo
     line = one_error_line(result)
     assert str(pickled_model) in " ".join(result.output.split()) and "--allow-pickle" in line
     assert not out.exists()
+
+    # The flag named in the message exists and works: the same rollout runs and equals the safetensors one.
+    args = ["rollout", "-d", dataset, "--out", out, "--limit", "1", "-n", "2", "--max-new-tokens", "4"]
+    allowed = invoke(*args, "-m", pickled_model, "--allow-pickle")
+    assert allowed.exit_code == 0, allowed.output
+    reference_out = tmp_path / "ref.parquet"
+    safe = invoke(*[reference_out if a is out else a for a in args], "-m", tiny_model_dir)
+    assert safe.exit_code == 0, safe.output
+    import pyarrow.parquet as pq
+
+    cols = ["completion", "completion_ids", "logprobs"]
+    assert pq.read_table(out, columns=cols).equals(pq.read_table(reference_out, columns=cols))
 
 
 def test_folder_without_weights_is_a_one_line_error(tiny_model_dir, tmp_path, dataset):
@@ -255,3 +267,11 @@ def test_truncated_parquet_is_a_one_line_error_and_left_untouched(stage, dataset
     assert f"{bad}: not a readable Parquet file" in " ".join(result.output.split())
     assert bad.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.parquet"]
+
+
+@pytest.mark.parametrize("command", ["rollout", "sft-coldstart", "train-grpo", "merge", "eval"])
+def test_every_model_loading_command_has_allow_pickle(command):
+    from typer.main import get_command
+
+    options = {o for p in get_command(app).commands[command].params for o in p.opts}
+    assert {"--allow-pickle", "--trust-remote-code"} <= options

@@ -1,0 +1,260 @@
+"""SIGKILL every long stage at named points, rerun the same command, and compare with a run never killed.
+
+Each case starts `rftcli STAGE ...` in a child process that kills itself with SIGKILL at a chosen call
+(`killpoint.py`): while a piece of work (a shard, a checkpoint) is being written, just before a piece is
+renamed into place, while the final output is written, just before it is renamed, or at a random
+moment. Then:
+- the child died of SIGKILL, and nothing stands under the final output name (no half-written file can
+  be mistaken for a finished one);
+- the same command again (plus `--resume` for the training stages, the documented interface) exits 0;
+- its output equals the output of an uninterrupted run: the same table, the same adapter tensors, the
+  same logged losses;
+- the output's folder then holds the output alone: no work folder and no temporary leftovers.
+
+Float sums depend on the thread count, so the child runs with this process's (`OMP_NUM_THREADS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from rftcli.cli import app
+
+KILLPOINT = Path(__file__).with_name("killpoint.py")
+runner = CliRunner()
+
+# Where to kill, per stage: (case name, killpoint arguments). OUT is the output's file or folder name.
+TABLE_POINTS = [
+    ("writing a shard", ["--at", "pyarrow.parquet:ParquetWriter.__init__", "--nth", "2", "--after"]),
+    ("renaming a shard", ["--at", "os:replace", "--match", ".part-", "--nth", "2"]),
+    ("writing the output", ["--at", "pyarrow.parquet:ParquetWriter.__init__", "--match", "/.OUT.tmp-", "--after"]),
+    ("renaming the output", ["--at", "os:replace", "--dst", "/OUT"]),
+]
+CHECKPOINT_POINTS = [
+    ("writing the first checkpoint", ["--at", "torch:save", "--match", "checkpoint-2"]),
+    ("writing the second checkpoint", ["--at", "torch:save", "--match", "checkpoint-4", "--nth", "2"]),
+    ("writing the output", ["--at", "builtins:open", "--match", "/.OUT.tmp-", "--after"]),
+    ("renaming the output", ["--at", "os:replace", "--dst", "/OUT"]),
+]
+# Random moments: seeded, so a failure can be rerun; spread over model loading, work and writing.
+RANDOM_DELAYS = [round(random.Random(seed).uniform(1.5, 4.5), 2) for seed in range(2)]
+
+
+def _child(args: list[str], point: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.run([sys.executable, str(KILLPOINT), *point, "--", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _run(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+
+def kill_and_rerun(args: list[str], out: Path, point: list[str], rerun_extra: list[str] = (),
+                   random_moment: bool = False) -> None:
+    """Kill `rftcli ARGS` at `point`, check nothing is under `out`, rerun until it exits 0."""
+    point = [p.replace("OUT", out.name) for p in point]
+    child = _child(args, point)
+    if random_moment and child.returncode == 0:  # finished before the moment came: nothing to recover
+        assert out.exists()
+    else:
+        assert child.returncode == -signal.SIGKILL, f"{point}: rc {child.returncode}\n{child.stderr[-3000:]}"
+        assert not out.exists(), f"{out} exists after a kill at {point}"
+        _run([*args, *rerun_extra])
+    leftovers = sorted(p.name for p in out.parent.iterdir() if p.name != out.name)
+    assert leftovers == [], f"left beside {out.name} after the rerun: {leftovers}"
+
+
+def _points(points):
+    return [pytest.param(point, id=name.replace(" ", "-")) for name, point in points] + [
+        pytest.param(["--at", f"sleep:{d}"], id=f"random-{d}s") for d in RANDOM_DELAYS]
+
+
+# ---------------------------------------------------------------- rollout
+
+@pytest.fixture(scope="module")
+def rollout_args(dataset, tiny_model_dir):
+    def args(out: Path) -> list[str]:
+        return ["rollout", "-d", str(dataset), "-m", str(tiny_model_dir), "--out", str(out), "-n", "2",
+                "--max-new-tokens", "8", "--batch-size", "2", "--split", "all", "--limit", "12", "--seed", "5"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def rollout_reference(rollout_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill_ref") / "rollouts.parquet"
+    _run(rollout_args(out))
+    return pq.read_table(out)
+
+
+@pytest.mark.parametrize("point", _points(TABLE_POINTS))
+def test_rollout_killed_then_rerun_equals_an_uninterrupted_run(point, rollout_args, rollout_reference, tmp_path):
+    out = tmp_path / "out" / "rollouts.parquet"
+    out.parent.mkdir()
+    kill_and_rerun(rollout_args(out), out, point, random_moment=point[1].startswith("sleep:"))
+    assert pq.read_table(out).equals(rollout_reference)
+
+
+# ---------------------------------------------------------------- score
+
+SLOW_REWARD = """
+import time
+
+def slow_length(completions, **kw):
+    time.sleep(0.004 * len(completions))  # 4 ms a row: about 3 s for the table, so shards are written
+    return [len(c) / 10 for c in completions]
+"""
+SCORE_POINTS = [
+    ("writing a shard", ["--at", "pyarrow.parquet:ParquetWriter.__init__", "--match", ".part-", "--after"]),
+    ("renaming a shard", ["--at", "os:replace", "--match", ".part-"]),
+    *TABLE_POINTS[2:],
+]
+
+
+@pytest.fixture(scope="module")
+def score_args(rollouts, tmp_path_factory):
+    import pyarrow as pa
+
+    from rftcli.schema import read_table, write_table
+
+    folder = tmp_path_factory.mktemp("kill_score")
+    art = read_table(rollouts, "rollouts")
+    big = pa.concat_tables([art.table] * 40)  # 720 rows: three chunks of 256
+    big = big.set_column(big.column_names.index("group_index"), "group_index",
+                         pa.array([i // 3 for i in range(big.num_rows)], pa.int64()))
+    write_table(folder / "rollouts.parquet", "rollouts", big, art.manifest)
+    (folder / "slow.py").write_text(SLOW_REWARD)
+
+    def args(out: Path) -> list[str]:
+        return ["score", "--rollouts", str(folder / "rollouts.parquet"), "-r", f"{folder / 'slow.py'}:slow_length",
+                "-r", "format=0.2", "--workers", "1", "--out", str(out)]
+    return args
+
+
+@pytest.fixture(scope="module")
+def score_reference(score_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill_ref") / "scores.parquet"
+    _run(score_args(out))
+    return pq.read_table(out), pq.read_metadata(out).metadata[b"rftcli.manifest"]
+
+
+@pytest.mark.parametrize("point", _points(SCORE_POINTS))
+def test_score_killed_then_rerun_equals_an_uninterrupted_run(point, score_args, score_reference, tmp_path):
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    kill_and_rerun(score_args(out), out, point, random_moment=point[1].startswith("sleep:"))
+    assert pq.read_table(out).equals(score_reference[0])
+    summary = json.loads(pq.read_metadata(out).metadata[b"rftcli.manifest"])["summary"]
+    assert summary == json.loads(score_reference[1])["summary"]
+
+
+# ---------------------------------------------------------------- eval
+
+@pytest.fixture(scope="module")
+def eval_args(dataset, tiny_model_dir):
+    def args(out: Path) -> list[str]:
+        return ["eval", "-d", str(dataset), "-m", str(tiny_model_dir), "--out", str(out), "--split", "all",
+                "--limit", "12", "--max-new-tokens", "8", "--batch-size", "2"]
+    return args
+
+
+def _eval_outcome(folder: Path):
+    return pq.read_table(folder / "results.parquet"), json.loads((folder / "flips.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def eval_reference(eval_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill_ref") / "eval"
+    _run(eval_args(out))
+    return _eval_outcome(out)
+
+
+@pytest.mark.parametrize("point", _points(TABLE_POINTS))
+def test_eval_killed_then_rerun_equals_an_uninterrupted_run(point, eval_args, eval_reference, tmp_path):
+    out = tmp_path / "out" / "eval"
+    out.parent.mkdir()
+    kill_and_rerun(eval_args(out), out, point, random_moment=point[1].startswith("sleep:"))
+    table, flips = _eval_outcome(out)
+    assert table.equals(eval_reference[0]) and flips == eval_reference[1]
+
+
+# ---------------------------------------------------------------- sft-coldstart and train-grpo
+
+def _adapter_and_losses(folder: Path):
+    tensors = load_file(folder / "adapter_model.safetensors")
+    logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return tensors, [(e["step"], e["loss"]) for e in logged if "loss" in e]
+
+
+def _same_training(a, b) -> None:
+    assert a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+    assert a[1] == b[1] and len(a[1]) == 6
+
+
+@pytest.fixture(scope="module")
+def sft_args(dataset):
+    def args(out: Path) -> list[str]:
+        return ["sft-coldstart", "-d", str(dataset), "-m", "builtin:tiny-qwen2.5-vl", "--out", str(out),
+                "--max-steps", "6", "--batch-size", "4", "--lr", "0.01", "--save-steps", "2", "--logging-steps", "1",
+                "--seed", "3"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def sft_reference(sft_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill_ref") / "sft"
+    _run(sft_args(out))
+    return _adapter_and_losses(out)
+
+
+@pytest.mark.parametrize("point", _points(CHECKPOINT_POINTS))
+def test_sft_killed_then_resumed_equals_an_uninterrupted_run(point, sft_args, sft_reference, tmp_path):
+    out = tmp_path / "out" / "sft"
+    out.parent.mkdir()
+    kill_and_rerun(sft_args(out), out, point, ["--resume"], random_moment=point[1].startswith("sleep:"))
+    _same_training(_adapter_and_losses(out), sft_reference)
+
+
+@pytest.fixture(scope="module")
+def scores_table(rollouts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill_scores") / "scores.parquet"
+    _run(["score", "--rollouts", str(rollouts), "-r", "accuracy", "-r", "format=0.2", "--out", str(out),
+          "--workers", "1"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def grpo_args(scores_table, tiny_model_dir):
+    def args(out: Path) -> list[str]:
+        return ["train-grpo", "--rollouts", str(scores_table), "-m", str(tiny_model_dir), "--out", str(out),
+                "--max-steps", "6", "--batch-size", "6", "--lr", "0.01", "--save-steps", "2", "--logging-steps", "1",
+                "--seed", "4"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def grpo_reference(grpo_args, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill_ref") / "grpo"
+    _run(grpo_args(out))
+    return _adapter_and_losses(out)
+
+
+@pytest.mark.parametrize("point", _points(CHECKPOINT_POINTS))
+def test_grpo_killed_then_resumed_equals_an_uninterrupted_run(point, grpo_args, grpo_reference, tmp_path):
+    out = tmp_path / "out" / "grpo"
+    out.parent.mkdir()
+    kill_and_rerun(grpo_args(out), out, point, ["--resume"], random_moment=point[1].startswith("sleep:"))
+    _same_training(_adapter_and_losses(out), grpo_reference)
