@@ -90,115 +90,12 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    """`err` and the exceptions it was raised from or while handling, as a traceback shows them."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-
-
-def _errno_of(err: BaseException) -> int | None:
-    """The OS error number behind `err`. Libraries that wrap an OS error in their own exception keep only
-    its text: pyarrow "IOError: ... [errno 28] No space left on device", safetensors "I/O error: No space
-    left on device (os error 28)". Input errors (ValueError) are taken as they are: their text may quote
-    an OS error about an input file, and their own message says where."""
-    import errno
-
-    if isinstance(err, OSError) and err.errno:
-        return err.errno
-    if isinstance(err, (ValueError, ImportError)):
-        return None
-    text = str(err).lower()
-    number = re.search(r"\[errno (\d+)\]|os error (\d+)", text)
-    if number:
-        return int(number.group(1) or number.group(2))
-    for words, code in (("no space left on device", errno.ENOSPC), ("disk quota exceeded", errno.EDQUOT),
-                        ("read-only file system", errno.EROFS)):
-        if words in text:
-            return code
-    return None
-
-
-def _torch_disk_full(err: BaseException, path: Path | None) -> bool:
-    """torch.save (TRL's optimizer.pt, rng_state.pth) reports a failed write without its cause ("unexpected
-    pos 576 vs 534", "file write failed"): it was a full disk if the file system it wrote to has no room
-    left (the part it wrote stays in the checkpoint folder, so the disk is still full)."""
-    import os
-
-    text = str(err)
-    if path is None or not isinstance(err, RuntimeError) or not (
-            "PytorchStreamWriter" in text or "inline_container.cc" in text):
-        return False
-    folder = path
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        fs = os.statvfs(folder)
-    except (OSError, AttributeError):  # no statvfs on Windows
-        return False
-    return fs.f_bavail * fs.f_frsize < 1 << 20
-
-
-def _write_failure(err: BaseException, since: int) -> tuple[str, int] | None:
-    """A failure of where the output goes rather than of rftcli, as (one-line message, exit code): a full
-    disk (exit 1: the machine, not the input; rerun once there is room) or a place that cannot be written
-    (exit 2: pick another). The path named is the output being written when the write failed, else the
-    file the OS error names, else the stage's output."""
-    import errno
-    import os
-
-    from rftcli.atomic import DISK_FULL_ERRNOS, OutputNotWritableError, checked_outputs, output_of
-
-    if isinstance(err, OutputNotWritableError):
-        return _first_line(err), 2
-    found = next(((code, e) for e in _chain(err) if (code := _errno_of(e)) in DISK_FULL_ERRNOS | {errno.EROFS}
-                  or (e is err and code in (errno.EACCES, errno.EPERM))), None)
-    stage_out = next(iter(checked_outputs()[since:]), None)
-    tagged = next((p for e in _chain(err) if (p := output_of(e)) is not None), None)
-    filename = getattr(found[1], "filename", None) if found else None
-    path = tagged or (Path(os.fsdecode(filename)) if filename else None) or stage_out
-    if found is None:
-        if not _torch_disk_full(err, path):
-            return None
-        found = (errno.ENOSPC, err)
-    code = found[0]
-    if code == errno.EFBIG:
-        reason = "file too large (for this file system, or past the file size limit `ulimit -f`)"
-        return f"{path}: {reason}" if path else reason, 1
-    if code in DISK_FULL_ERRNOS:
-        reason = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
-        return f"{path}: {reason}{_after_disk_full(stage_out)}" if path else reason, 1
-    if code == errno.EROFS:
-        return f"{path}: cannot write here (read-only file system)" if path else "read-only file system", 2
-    if tagged or filename:  # EACCES, EPERM
-        return f"{path}: {os.strerror(code).lower()}", 2
-    return _first_line(err), 2  # a library's message, which names the file it could not open
-
-
-def _after_disk_full(out: Path | None) -> str:
-    """What to do after a full disk stopped the stage making `out`, given what its work folder kept."""
-    if out is not None:
-        from rftcli.shards import work_folder as parts_folder
-        from rftcli.training import latest_checkpoint
-        from rftcli.training import work_folder as checkpoints_folder
-
-        parts = parts_folder(out)
-        if any(parts.glob("part-*.parquet")):
-            return f"; free some space, then rerun the same command to continue from the finished parts in {parts}"
-        checkpoint = latest_checkpoint(checkpoints_folder(out))
-        if checkpoint is not None:
-            return f"; free some space, then rerun with --resume to continue from {checkpoint}"
-    return "; free some space or pick another --out, then rerun"
-
-
 @contextmanager
 def errors_as_messages() -> Iterator[None]:
     """Bad input, settings, an existing or unwritable output: one line, exit 2. A full disk: one line naming
     the output, exit 1. Anything else is internal: one line, exit 1, and the traceback with --debug."""
     from rftcli.atomic import checked_outputs
+    from rftcli.write_failures import write_failure
 
     since = len(checked_outputs())  # outputs checked from here on are this command's
     try:
@@ -208,7 +105,7 @@ def errors_as_messages() -> Iterator[None]:
     except Exception as err:
         if _DEBUG["on"]:
             raise
-        failure = _write_failure(err, since)
+        failure = write_failure(err, since)
         if failure is not None:
             fail(*failure)
         if isinstance(err, (ValueError, FileExistsError, FileNotFoundError, ImportError)):

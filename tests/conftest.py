@@ -81,3 +81,21 @@ def kill_after_checkpoint(args: list[str], work: Path) -> int:
     _, stderr = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
     return int(latest_checkpoint(work).name.removeprefix("checkpoint-"))
+
+
+def kill_once_shards(cmd: list[str], parts: Path, count: int, env: dict[str, str]) -> None:
+    """Run `cmd` in a child process and SIGKILL it once `parts` holds `count` finished shards."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while len(list(parts.glob("part-*.parquet"))) < count:
+        assert proc.poll() is None, f"it ended before it could be killed: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "no shards appeared"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL

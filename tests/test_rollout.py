@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -38,6 +36,8 @@ from rftcli.schema import ROLLOUT_FIELDS, read_table, write_table
 from rftcli.shards import ShardedOutput, work_folder
 from rftcli.stages import rollout
 from rftcli.stages.rollout import check_logprobs, in_batches
+
+from .conftest import kill_once_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -294,16 +294,7 @@ def test_resume_after_a_kill_gives_the_same_table(tmp_path, dataset, tiny_model_
     out = tmp_path / "killed.parquet"
     parts = work_folder(out)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_rollout_cmd(dataset, tiny_model_dir, out), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while len(list(parts.glob("part-*.parquet"))) < 3:
-        assert proc.poll() is None, f"rollout ended before it could be killed: {proc.communicate()[1][-2000:]}"
-        assert time.monotonic() < deadline, "no shards appeared"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_shards(_rollout_cmd(dataset, tiny_model_dir, out), parts, 3, env)
     assert not out.exists()
     finished = {g for p in parts.glob("part-*.parquet") for g in pq.read_table(p).column("group_index").to_pylist()}
     assert 3 <= len(finished) < 48

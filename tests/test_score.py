@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from rftcli.rewards.pool import Chunk, WorkerPool, score_chunk
 from rftcli.schema import read_table, write_table
 from rftcli.shards import ShardedOutput, work_folder
 from rftcli.stages import score
+
+from .conftest import kill_once_shards
 
 # A reward file with every way a row can go wrong: raise, spin in Python, block in C, kill its process.
 MISBEHAVING = '''
@@ -399,16 +400,7 @@ def test_resume_after_a_kill_gives_the_same_table_and_summary(tmp_path, rollouts
     out = tmp_path / "killed.parquet"
     parts = work_folder(out)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RFT_TEST_SLEEP": "0.003"}  # ~0.8 s per chunk of 256 rows
-    proc = subprocess.Popen(_score_cmd(src, out, steady_reward), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not list(parts.glob("part-*.parquet")):
-        assert proc.poll() is None, f"score ended before it could be killed: {proc.communicate()[1][-2000:]}"
-        assert time.monotonic() < deadline, "no shards appeared"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_shards(_score_cmd(src, out, steady_reward), parts, 1, env)
     assert not out.exists()
     shards = [pq.read_table(p) for p in parts.glob("part-*.parquet")]
     finished = sum(t.num_rows for t in shards)

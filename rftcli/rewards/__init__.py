@@ -102,6 +102,14 @@ def _import(module_name: str, spec: str):
         return importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"reward {spec!r}: cannot import {module_name!r} ({e})") from e
+    except Exception as e:  # the module's own code failed while it was imported
+        raise ValueError(f"reward {spec!r}: importing {module_name!r} raised {_describe_error(e)}") from e
+
+
+def _describe_error(err: BaseException) -> str:
+    where = f" at line {err.lineno}" if isinstance(err, SyntaxError) and err.lineno else ""
+    text = (str(err.msg if isinstance(err, SyntaxError) else err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}{where}" + (f": {text}" if text else "")
 
 
 def _load_file(path_text: str, spec: str):
@@ -118,9 +126,11 @@ def _load_file(path_text: str, spec: str):
     sys.modules[name] = module  # before exec, so dataclasses and pickling inside the file work
     try:
         module_spec.loader.exec_module(module)
-    except BaseException:
+    except BaseException as err:
         del sys.modules[name]
-        raise
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise ValueError(f"reward {spec!r}: loading {path} raised {_describe_error(err)}") from err
     return module
 
 

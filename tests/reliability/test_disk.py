@@ -328,12 +328,12 @@ def test_file_size_limit_is_a_one_line_error(tmp_path, dataset):
 ])
 def test_write_failures_are_recognised_in_wrapped_exceptions(raised, expected, tmp_path):
     from rftcli.atomic import check_output, checked_outputs
-    from rftcli.cli import _write_failure
+    from rftcli.write_failures import write_failure
 
     out = tmp_path / "out.parquet"
     since = len(checked_outputs())
     check_output(out, overwrite=False)  # the stage's output, named when the error itself names no file
-    got = _write_failure(raised, since)
+    got = write_failure(raised, since)
     if expected is None:
         assert got is None
     else:

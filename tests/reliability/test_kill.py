@@ -205,30 +205,6 @@ def _same_training(a, b) -> None:
 
 
 @pytest.fixture(scope="module")
-def sft_args(dataset):
-    def args(out: Path) -> list[str]:
-        return ["sft-coldstart", "-d", str(dataset), "-m", "builtin:tiny-qwen2.5-vl", "--out", str(out),
-                "--max-steps", "6", "--batch-size", "4", "--lr", "0.01", "--save-steps", "2", "--logging-steps", "1",
-                "--seed", "3"]
-    return args
-
-
-@pytest.fixture(scope="module")
-def sft_reference(sft_args, tmp_path_factory):
-    out = tmp_path_factory.mktemp("kill_ref") / "sft"
-    _run(sft_args(out))
-    return _adapter_and_losses(out)
-
-
-@pytest.mark.parametrize("point", _points(CHECKPOINT_POINTS))
-def test_sft_killed_then_resumed_equals_an_uninterrupted_run(point, sft_args, sft_reference, tmp_path):
-    out = tmp_path / "out" / "sft"
-    out.parent.mkdir()
-    kill_and_rerun(sft_args(out), out, point, ["--resume"], random_moment=point[1].startswith("sleep:"))
-    _same_training(_adapter_and_losses(out), sft_reference)
-
-
-@pytest.fixture(scope="module")
 def scores_table(rollouts, tmp_path_factory):
     out = tmp_path_factory.mktemp("kill_scores") / "scores.parquet"
     _run(["score", "--rollouts", str(rollouts), "-r", "accuracy", "-r", "format=0.2", "--out", str(out),
@@ -236,25 +212,68 @@ def scores_table(rollouts, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def grpo_args(scores_table, tiny_model_dir):
-    def args(out: Path) -> list[str]:
-        return ["train-grpo", "--rollouts", str(scores_table), "-m", str(tiny_model_dir), "--out", str(out),
-                "--max-steps", "6", "--batch-size", "6", "--lr", "0.01", "--save-steps", "2", "--logging-steps", "1",
-                "--seed", "4"]
-    return args
+TRAINING = {  # 6 steps, a checkpoint every 2
+    "sft": lambda f: ["sft-coldstart", "-d", str(f["dataset"]), "-m", "builtin:tiny-qwen2.5-vl", "--batch-size", "4",
+                      "--seed", "3"],
+    "grpo": lambda f: ["train-grpo", "--rollouts", str(f["scores_table"]), "-m", str(f["tiny_model_dir"]),
+                       "--batch-size", "6", "--seed", "4"],
+}
+TRAINING_FLAGS = ["--max-steps", "6", "--lr", "0.01", "--save-steps", "2", "--logging-steps", "1"]
 
 
 @pytest.fixture(scope="module")
-def grpo_reference(grpo_args, tmp_path_factory):
-    out = tmp_path_factory.mktemp("kill_ref") / "grpo"
-    _run(grpo_args(out))
-    return _adapter_and_losses(out)
+def training_runs(dataset, scores_table, tiny_model_dir, tmp_path_factory):
+    """Per stage: its arguments for an output, and the adapter and losses of an uninterrupted run."""
+    fixtures = {"dataset": dataset, "scores_table": scores_table, "tiny_model_dir": tiny_model_dir}
+    runs = {}
+    for stage, base in TRAINING.items():
+        def args(out: Path, base=base) -> list[str]:
+            return [*base(fixtures), *TRAINING_FLAGS, "--out", str(out)]
+        reference = tmp_path_factory.mktemp("kill_ref") / stage
+        _run(args(reference))
+        runs[stage] = (args, _adapter_and_losses(reference))
+    return runs
 
 
 @pytest.mark.parametrize("point", _points(CHECKPOINT_POINTS))
-def test_grpo_killed_then_resumed_equals_an_uninterrupted_run(point, grpo_args, grpo_reference, tmp_path):
-    out = tmp_path / "out" / "grpo"
+@pytest.mark.parametrize("stage", sorted(TRAINING))
+def test_training_killed_then_resumed_equals_an_uninterrupted_run(stage, point, training_runs, tmp_path):
+    args, reference = training_runs[stage]
+    out = tmp_path / "out" / stage
     out.parent.mkdir()
-    kill_and_rerun(grpo_args(out), out, point, ["--resume"], random_moment=point[1].startswith("sleep:"))
-    _same_training(_adapter_and_losses(out), grpo_reference)
+    kill_and_rerun(args(out), out, point, ["--resume"], random_moment=point[1].startswith("sleep:"))
+    _same_training(_adapter_and_losses(out), reference)
+
+
+# ---------------------------------------------------------------- prepare-data and merge: short stages, rerun whole
+
+FINAL_POINTS = [TABLE_POINTS[2], TABLE_POINTS[3]]
+
+
+@pytest.mark.parametrize("point", _points(FINAL_POINTS)[:3])
+def test_prepare_data_killed_then_rerun_equals_an_uninterrupted_run(point, tmp_path):
+    def args(out: Path) -> list[str]:
+        return ["prepare-data", "--task", "counting", "--num", "400", "--out", str(out)]
+
+    reference = tmp_path / "ref" / "data.parquet"
+    _run(args(reference))
+    out = tmp_path / "out" / "data.parquet"
+    out.parent.mkdir()
+    kill_and_rerun(args(out), out, point, random_moment=point[1].startswith("sleep:"))
+    assert pq.read_table(out).equals(pq.read_table(reference))
+
+
+@pytest.mark.parametrize("point", [pytest.param(p, id=n.replace(" ", "-")) for n, p in [
+    ("writing the output", ["--at", "builtins:open", "--match", "/.OUT.tmp-", "--after"]),
+    ("renaming the output", ["--at", "os:replace", "--dst", "/OUT"])]])
+def test_merge_killed_then_rerun_equals_an_uninterrupted_run(point, sft_adapter, tmp_path):
+    def args(out: Path) -> list[str]:
+        return ["merge", "--adapter", str(sft_adapter), "--out", str(out)]
+
+    reference = tmp_path / "ref" / "merged"
+    _run(args(reference))
+    out = tmp_path / "out" / "merged"
+    out.parent.mkdir()
+    kill_and_rerun(args(out), out, point)
+    a, b = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
