@@ -66,9 +66,38 @@ def adapter_base(spec: str, base: str | None = None) -> str:
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
+# Settings files a checkpoint folder may hold; a damaged one is named before transformers reads it.
+_JSON_FILES = ("config.json", "adapter_config.json", "generation_config.json", "processor_config.json",
+               "preprocessor_config.json", "tokenizer_config.json", "rftcli_manifest.json")
+
+
+def check_files(folder: Path) -> None:
+    """Refuse a checkpoint folder whose settings are not valid JSON or whose safetensors files are damaged
+    (cut short, a header that does not parse), naming the file: a one-line error before any loading."""
+    from safetensors import safe_open
+
+    for f in sorted(folder.iterdir()):
+        if f.name in _JSON_FILES or f.name.endswith(".safetensors.index.json"):
+            try:
+                json.loads(f.read_bytes().decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ValueError(f"{f}: not valid UTF-8 text, so not the JSON file it should be") from None
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{f}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+        elif f.suffix == ".safetensors":
+            try:
+                with safe_open(str(f), framework="pt"):
+                    pass  # the header parses and its tensors exactly cover the file
+            except Exception as err:
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ValueError(f"{f}: damaged safetensors file ({reason})") from None
+
+
 def check_weights(folder: Path, *, adapter: bool, allow_pickle: bool = False) -> None:
-    """Refuse a local model or adapter folder without weights, or with only pickle weights unless allowed."""
+    """Refuse a local model or adapter folder without weights, or with only pickle weights unless allowed,
+    or with damaged files (`check_files`)."""
     files = [f for f in folder.iterdir() if f.is_file()]
+    check_files(folder)
     if any(f.name.endswith(".safetensors") or f.name.endswith(".safetensors.index.json") for f in files):
         return
     pickled = [f.name for f in files if f.suffix in _PICKLE_SUFFIXES and f.name != "training_args.bin"]

@@ -1,5 +1,6 @@
-"""Reliability and safety defaults (issue 9): `rftcli doctor`, safetensors-only loading, checkpoint folders
-that cannot load, image paths that leave the input's folder, and a truncated Parquet file given to every
+"""Reliability and safety defaults (issue 9): `rftcli doctor`, safetensors-only loading (and
+`--allow-pickle`), checkpoint folders that cannot load (no weights, a missing base, damaged weights or
+settings files), image paths that leave the input's folder, and a truncated Parquet file given to every
 stage. Each bad input must end with one `error:` line naming what and where, exit 2, input untouched."""
 
 from __future__ import annotations
@@ -275,3 +276,52 @@ def test_every_model_loading_command_has_allow_pickle(command):
 
     options = {o for p in get_command(app).commands[command].params for o in p.opts}
     assert {"--allow-pickle", "--trust-remote-code"} <= options
+
+
+# ---------------------------------------------------------------- damaged checkpoint files
+
+MODEL_COMMANDS = {
+    "rollout": lambda m, d, o: ["rollout", "-d", d, "-m", m, "--out", f"{o}.parquet", "--limit", "1"],
+    "eval": lambda m, d, o: ["eval", "-d", d, "-m", m, "--out", o, "--limit", "1"],
+    "sft-coldstart": lambda m, d, o: ["sft-coldstart", "-d", d, "-m", m, "--out", o, "--max-steps", "1"],
+    "train-grpo": lambda m, d, o: ["train-grpo", "-d", d, "-m", m, "-r", "accuracy", "--out", o, "--max-steps", "1"],
+    "merge": lambda m, d, o: ["merge", "--adapter", m, "--out", o],
+}
+
+
+def _damage(folder: Path, damage: str, cut: float) -> Path:
+    if damage == "weights cut short":
+        f = next(folder.glob("*.safetensors"))
+        data = f.read_bytes()
+        f.write_bytes(data[: int(len(data) * cut)])
+        return f
+    if damage == "weights header garbage":
+        f = next(folder.glob("*.safetensors"))
+        data = bytearray(f.read_bytes())
+        data[8:24] = b"\x00not json at all"
+        f.write_bytes(bytes(data))
+        return f
+    f = folder / ("adapter_config.json" if (folder / "adapter_config.json").is_file() else "config.json")
+    f.write_text(f.read_text()[: int(len(f.read_text()) * cut)])
+    return f
+
+
+DAMAGES = [("weights cut short", cut) for cut in (0.0, 0.5, 0.99)] + [("weights header garbage", 1.0)] + [
+    ("settings cut short", cut) for cut in (0.0, 0.5, 0.99)]
+
+
+@pytest.mark.parametrize("command", sorted(MODEL_COMMANDS))
+@pytest.mark.parametrize("damage,cut", DAMAGES, ids=[f"{d}-{c}" for d, c in DAMAGES])
+def test_a_damaged_checkpoint_file_is_named_before_loading(command, damage, cut, tiny_model_dir, sft_adapter,
+                                                           dataset, tmp_path):
+    source = sft_adapter if command == "merge" else tiny_model_dir
+    folder = shutil.copytree(source, tmp_path / "ckpt")
+    damaged = _damage(folder, damage, cut)
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    result = invoke(*MODEL_COMMANDS[command](str(folder), str(dataset), str(tmp_path / "out")))
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert f"{damaged}: " in " ".join(result.output.split()), line
+    assert ("damaged safetensors file" if "weights" in damage else "not valid JSON") in line
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
