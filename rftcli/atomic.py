@@ -9,8 +9,8 @@ training. A write that fails inside `atomic_output` is tagged with the output it
 safetensors) gives no file name.
 
 A writer holds an advisory lock (flock) on its temporary file or folder while it writes. A process
-killed mid-write cannot delete its temporary, but its lock dies with it: the next run for the same
-output removes the siblings nobody holds (`.NAME.tmp-*`, `.NAME.old-*`), so kills do not pile up
+killed mid-write cannot delete its temporary, but its lock dies with it: the next run's `check_output`
+for the same output removes the siblings nobody holds (`.NAME.tmp-*`, `.NAME.old-*`), so kills do not pile up
 copies of a checkpoint on disk, and a temporary another live process is writing is never touched.
 """
 
@@ -151,9 +151,7 @@ def atomic_output(path: str | Path, overwrite: bool = False, directory: bool = F
     missing. The temporary stays locked until it is renamed, so no other run takes it for stale.
     """
     path = Path(path)
-    _refuse_existing(path, overwrite)
-    _probe_writable(path)
-    remove_stale_temporaries(path)
+    _refuse_existing(path, overwrite)  # writability and stale temporaries: checked once, by check_output
     tmp = _temp_sibling(path)
     lock: int | None = None
     try:

@@ -85,17 +85,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 @contextmanager
 def errors_as_messages() -> Iterator[None]:
     """Bad input, settings, an existing or unwritable output: one line, exit 2. A full disk: one line naming
     the output, exit 1. Anything else is internal: one line, exit 1, and the traceback with --debug."""
     from rftcli.atomic import checked_outputs
-    from rftcli.write_failures import write_failure
+    from rftcli.errors import first_line, write_failure
 
     since = len(checked_outputs())  # outputs checked from here on are this command's
     try:
@@ -109,8 +104,8 @@ def errors_as_messages() -> Iterator[None]:
         if failure is not None:
             fail(*failure)
         if isinstance(err, (ValueError, FileExistsError, FileNotFoundError, ImportError)):
-            fail(_first_line(err), code=2)
-        fail(f"internal error ({type(err).__name__}): {_first_line(err)}; rerun with --debug for the traceback",
+            fail(first_line(err), code=2)
+        fail(f"internal error ({type(err).__name__}): {first_line(err)}; rerun with --debug for the traceback",
              code=1)
 
 

@@ -31,6 +31,7 @@ import io
 import math
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,32 +49,34 @@ class ImageError(ValueError):
     """An image cannot be used; the message is the reason, without location."""
 
 
-def check_table_images(path: Path, table, offset: int = 0, max_image_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> None:
+def _stored_images(table) -> Iterator[tuple[int, int, bytes | None]]:
+    """(row, image index, bytes) of a table's `images` column, 256 rows at a time (bytes are copied out)."""
+    row = 0
+    for batch in table.select(["images"]).to_batches(max_chunksize=256):
+        for items in batch.column(0).to_pylist():
+            for j, item in enumerate(items or []):
+                yield row, j, (item or {}).get("bytes")
+            row += 1
+
+
+def check_table_images(path: Path, table, max_image_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> None:
     """Raise a ValueError naming file, row and column for the first image of `table` (a dataset,
     rollouts or scores table) that has no bytes, cannot be read, or is over `max_image_pixels`."""
-    column = table.column("images")
-    row = offset
-    for chunk in column.chunks:
-        for start in range(0, len(chunk), 256):  # a slice at a time: image bytes are copied out
-            for items in chunk.slice(start, 256).to_pylist():
-                for j, item in enumerate(items or []):
-                    where = f"{path}: row {row}, column 'images' (image {j})"
-                    data = (item or {}).get("bytes")
-                    if not data:
-                        raise ValueError(f"{where}: no image bytes (only a path); rftcli prepare-data "
-                                         "stores images in the table")
-                    try:
-                        with _own_bomb_check(), Image.open(io.BytesIO(data)) as img:
-                            w, h = img.size
-                            if w * h > max_image_pixels:
-                                raise ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the "
-                                                 f"{max_image_pixels:,}-pixel decompression-bomb limit")
-                            img.verify()
-                    except ImageError as err:
-                        raise ValueError(f"{where}: {err}") from None
-                    except Exception as err:  # PIL raises many types for broken files
-                        raise ValueError(f"{where}: not a readable image ({type(err).__name__})") from None
-                row += 1
+    for row, j, data in _stored_images(table):
+        where = f"{path}: row {row}, column 'images' (image {j})"
+        if not data:
+            raise ValueError(f"{where}: no image bytes (only a path); rftcli prepare-data stores images in the table")
+        try:
+            with _own_bomb_check(), Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_image_pixels:
+                    raise ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the {max_image_pixels:,}-pixel "
+                                     "decompression-bomb limit")
+                img.verify()
+        except ImageError as err:
+            raise ValueError(f"{where}: {err}") from None
+        except Exception as err:  # PIL raises many types for broken files
+            raise ValueError(f"{where}: not a readable image ({type(err).__name__})") from None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rftcli import tiny_model
+from rftcli.errors import first_line
 from rftcli.manifest import read_checkpoint_manifest
 from rftcli.processor_compat import ensure_processor_loads_without_torchvision
 
@@ -89,15 +90,14 @@ def check_files(folder: Path) -> None:
                 with safe_open(str(f), framework="pt"):
                     pass  # the header parses and its tensors exactly cover the file
             except Exception as err:
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise ValueError(f"{f}: damaged safetensors file ({reason})") from None
+                raise ValueError(f"{f}: damaged safetensors file ({first_line(err)})") from None
 
 
 def check_weights(folder: Path, *, adapter: bool, allow_pickle: bool = False) -> None:
     """Refuse a local model or adapter folder without weights, or with only pickle weights unless allowed,
     or with damaged files (`check_files`)."""
-    files = [f for f in folder.iterdir() if f.is_file()]
     check_files(folder)
+    files = [f for f in folder.iterdir() if f.is_file()]
     if any(f.name.endswith(".safetensors") or f.name.endswith(".safetensors.index.json") for f in files):
         return
     pickled = [f.name for f in files if f.suffix in _PICKLE_SUFFIXES and f.name != "training_args.bin"]
@@ -181,11 +181,6 @@ def load_processor(spec: str, trust_remote_code: bool = False, base: str | None 
     return processor
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 def _looks_like_path(spec: str) -> bool:
     """A spec that can only be a local path (a hub id is `name` or `owner/name`)."""
     return spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or "\\" in spec
@@ -218,9 +213,9 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
                                device=device, merge_adapter=True, allow_pickle=allow_pickle)
         except OSError as err:  # transformers: neither a local folder nor a hub id it can fetch
             raise FileNotFoundError(f"{spec}: its base model {base_spec} cannot be found or loaded "
-                                    f"({_first_line(err)}); pass --base to name it") from None
+                                    f"({first_line(err)}); pass --base to name it") from None
         except ValueError as err:
-            raise ValueError(f"{spec}: its base model {base_spec}: {_first_line(err)}") from None
+            raise ValueError(f"{spec}: its base model {base_spec}: {first_line(err)}") from None
         model = PeftModel.from_pretrained(inner.model, path)  # check_weights saw its safetensors file
         if merge_adapter:
             model = model.merge_and_unload()

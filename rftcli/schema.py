@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rftcli.atomic import atomic_output
+from rftcli.errors import first_line
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = b"rftcli.schema"
@@ -333,7 +334,7 @@ def inspect_file(path: str | Path, kinds: tuple[str, ...]) -> tuple[str, dict[st
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as err:
-        raise ArtifactError(f"{path}: not a readable Parquet file ({_one_line(err)})") from None
+        raise ArtifactError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
     meta = schema.metadata or {}
     want = " or ".join(kinds)
     if SCHEMA_KEY not in meta:
@@ -369,7 +370,7 @@ def read_table(path: str | Path, kinds: str | tuple[str, ...], columns: list[str
     try:
         table = pq.read_table(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as err:
-        raise ArtifactError(f"{path}: cannot read rows, the file is damaged ({_one_line(err)})") from None
+        raise ArtifactError(f"{path}: cannot read rows, the file is damaged ({first_line(err)})") from None
     table = _conform(path, table, expected, 0)
     if check_images and "images" in table.column_names:
         from rftcli.images import check_table_images
@@ -397,15 +398,10 @@ def iter_batches(path: str | Path, kinds: str | tuple[str, ...], batch_size: int
             return
         except (pa.ArrowException, OSError) as err:
             raise ArtifactError(f"{path}: cannot read rows after row {offset}, the file is damaged "
-                                f"({_one_line(err)})") from None
+                                f"({first_line(err)})") from None
         table = _conform(path, pa.Table.from_batches([batch]), expected, offset)
         offset += table.num_rows
         yield table
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def dataset_columns(table: pa.Table) -> pa.Table:

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rftcli.atomic import atomic_output
+from rftcli.atomic import atomic_output, remove_stale_temporaries
 from rftcli.processor_compat import ensure_processor_loads_without_torchvision
 
 BUILTIN_PREFIX = "builtin:"
@@ -185,7 +185,9 @@ def build(spec_or_name: str, out_dir: str | Path, seed: int = 0) -> Path:
         model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
     model.generation_config = GenerationConfig(**special_ids)
 
-    # Written under a temporary name and renamed, so a killed build leaves no half-written model.
+    # Written under a temporary name and renamed, so a killed build leaves no half-written model (and the
+    # temporary of an earlier killed build is removed first).
+    remove_stale_temporaries(out)
     with atomic_output(out, overwrite=out.exists(), directory=True) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

@@ -328,7 +328,7 @@ def test_file_size_limit_is_a_one_line_error(tmp_path, dataset):
 ])
 def test_write_failures_are_recognised_in_wrapped_exceptions(raised, expected, tmp_path):
     from rftcli.atomic import check_output, checked_outputs
-    from rftcli.write_failures import write_failure
+    from rftcli.errors import write_failure
 
     out = tmp_path / "out.parquet"
     since = len(checked_outputs())

@@ -1,8 +1,10 @@
-"""Failures of where an output goes rather than of rftcli: a full disk, a quota, a file-size limit, a
-read-only or forbidden place. `write_failure` turns such an exception, however a library wrapped it, into
-one line naming the output and what to do next, with its exit code: 1 for a full disk (the command was
-right; rerun it once there is room, and it continues from what was kept), 2 for a place that cannot be
-written (pick another).
+"""How failures become one-line messages.
+
+`first_line` is the one line of any exception a message quotes. `write_failure` recognises failures of
+where an output goes rather than of rftcli - a full disk, a quota, a file-size limit, a read-only or
+forbidden place - however a library wrapped them, and names the output and what to do next, with its
+exit code: 1 for a full disk (the command was right; rerun it once there is room, and it continues from
+what was kept), 2 for a place that cannot be written (pick another).
 """
 
 from __future__ import annotations
