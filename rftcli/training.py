@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,7 +150,9 @@ def common_args(output_dir: Path, *, seed: int, learning_rate: float, batch_size
     ckpt_key = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
                 else "gradient_checkpointing")
     bf16 = on_gpu and dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
-    return dict(output_dir=str(output_dir), seed=seed, data_seed=seed, learning_rate=learning_rate,
+    # W&B (and other trackers) name the run after --out: `<out>.work` is where the trainer writes.
+    run_name = Path(output_dir).name.removesuffix(".work")
+    return dict(output_dir=str(output_dir), run_name=run_name, seed=seed, data_seed=seed, learning_rate=learning_rate,
                 per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum,
                 num_train_epochs=epochs, max_steps=max_steps, lr_scheduler_type=lr_scheduler,
                 warmup_steps=warmup_ratio, logging_steps=logging_steps, save_strategy="no",
@@ -158,12 +161,17 @@ def common_args(output_dir: Path, *, seed: int, learning_rate: float, batch_size
                 dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
 
 
-def write_metrics(log_history: list[Mapping[str, Any]], folder: Path) -> Path:
-    """Every logged step of a run as one JSON object per line."""
+def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -> Path:
+    """Every logged step of a run as one JSON object per line in `metrics.jsonl`, and the TensorBoard event
+    files the trainer wrote live under `<out>.work/runs/` (`--report-to tensorboard`) copied to `runs/`."""
+    import shutil
+
     path = folder / "metrics.jsonl"
     with open(path, "w") as fh:
         for entry in log_history:
             fh.write(json.dumps(dict(entry), sort_keys=True) + "\n")
+    if (work / "runs").is_dir():
+        shutil.copytree(work / "runs", folder / "runs")
     return path
 
 
@@ -316,7 +324,24 @@ def run_training(trainer: Any, resume_from: Path | None) -> float:
 
     A checkpoint already at the run's last step is a finished run killed while its output was being
     written: its weights and log are loaded and no step is taken, where transformers would take one more
-    step past `max_steps`. Its loss is then the step-weighted mean of the logged losses (all steps)."""
+    step past `max_steps`. Its loss is then the step-weighted mean of the logged losses (all steps).
+
+    A W&B run the trainer started (`--report-to wandb`) is finished here, marked failed if training raised,
+    so a later stage in the same process logs to a run of its own; a run the caller started stays open."""
+    wandb = sys.modules.get("wandb")
+    callers_run = wandb is not None and wandb.run is not None
+    finished = False
+    try:
+        loss = _train(trainer, resume_from)
+        finished = True
+        return loss
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None and not callers_run:
+            wandb.finish(exit_code=0 if finished else 1)
+
+
+def _train(trainer: Any, resume_from: Path | None) -> float:
     if resume_from is not None:
         from transformers.trainer_callback import TrainerState
 

@@ -13,7 +13,8 @@ Training rows come from
 
 Writes a PEFT LoRA adapter folder or, with `full`, a full model folder; either carries
 `rftcli_manifest.json` naming its base model, and `metrics.jsonl` with every logged step (training loss,
-and `eval_loss` on `eval_split`, always once at the end).
+and `eval_loss` on `eval_split`, always once at the end). `report_to tensorboard` also writes event files,
+live under `<out>.work/runs/` and kept in `<out>/runs/`; `report_to wandb` logs the run, named after `out`.
 
 Model choices:
 - LoRA targets every linear layer of the language model (found per architecture by
@@ -240,7 +241,7 @@ def run(config: Config) -> Result:
         run_training,
         save_checkpoint,
         trl_dataset,
-        write_metrics,
+        write_logs,
     )
 
     check_output(config.out, config.overwrite)
@@ -288,7 +289,7 @@ def run(config: Config) -> Result:
             manifest["resumed_from_step"] = resumed_from
         with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
             save_checkpoint(trainer.model, loaded.processor, tmp, manifest)
-            write_metrics(trainer.state.log_history, tmp)
+            write_logs(trainer.state.log_history, work.path, tmp)
     discard(work.path)
     # train_loss: TRL's mean over the steps this process ran (after a resume, those since the checkpoint).
     return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(training_loss),

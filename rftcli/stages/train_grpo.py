@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -383,7 +382,7 @@ def run(config: Config) -> Result:
         run_training,
         save_checkpoint,
         work_folder,
-        write_metrics,
+        write_logs,
     )
 
     check_output(config.out, config.overwrite)
@@ -414,9 +413,7 @@ def run(config: Config) -> Result:
         if args.process_index == 0:
             with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
                 save_checkpoint(trainer.model, loaded.processor, tmp, manifest)
-                write_metrics(trainer.state.log_history, tmp)
-                if (work.path / "runs").is_dir():  # TensorBoard event files, written live under <out>.work/runs
-                    shutil.copytree(work.path / "runs", tmp / "runs")
+                write_logs(trainer.state.log_history, work.path, tmp)
         _barrier(args)
     if args.process_index == 0:
         discard(work.path)
