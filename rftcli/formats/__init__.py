@@ -10,11 +10,15 @@ Two questions, answered separately:
     layout     which adapter turns one record into dataset columns; `--format`, or detected from the
                first readable record when exactly one layout fits it:
                rows        prompt/question/problem, answer, images ... (the plain layout)
-               llava       LLaVA `conversations` (first human/gpt exchange)
+               llava       LLaVA `conversations`, or role/content `messages` (LLaMA-Factory sharegpt,
+                           TRL chat data, content as text or typed parts); the first exchange
                mathvista   MathVista (pid, question, choices, answer, question_type, answer_type, precision ...)
                geometry3k  Geometry3K, InterGPS data.json or the hiyouga/geometry3k Hub layout
                clevr       CLEVR / Super-CLEVR questions (image_filename, question, answer)
                refcoco     RefCOCO/+/g grounding (a referring expression and a bbox)
+               scienceqa   ScienceQA (question, choices, answer = index of the right choice, hint, lecture ...)
+               aokvqa      A-OKVQA (question, choices, correct_choice_idx, direct_answers, rationales)
+               chartqa     ChartQA as HuggingFaceM4 and the GitHub release write it (query, label)
 
 Every reader streams (memory does not grow with the file) and yields `Record`s; a line that cannot be
 parsed becomes a `Record` carrying a `BadRow`, so `--skip-bad` can reject it and go on. An adapter
@@ -109,13 +113,13 @@ class Input:
 
 def layouts() -> dict[str, Any]:
     """Adapter modules by --format name, in detection order."""
-    from rftcli.formats import clevr, geometry3k, llava, mathvista, refcoco, rows
+    from rftcli.formats import aokvqa, chartqa, clevr, geometry3k, llava, mathvista, refcoco, rows, scienceqa
 
     return {"llava": llava, "mathvista": mathvista, "clevr": clevr, "refcoco": refcoco, "geometry3k": geometry3k,
-            "rows": rows}
+            "scienceqa": scienceqa, "aokvqa": aokvqa, "chartqa": chartqa, "rows": rows}
 
 
-FORMATS = ("auto", "rows", "llava", "mathvista", "geometry3k", "clevr", "refcoco")
+FORMATS = ("auto", "rows", "llava", "mathvista", "geometry3k", "clevr", "refcoco", "scienceqa", "aokvqa", "chartqa")
 
 
 def detect_layout(record: dict[str, Any], source: str) -> str:

@@ -28,6 +28,7 @@ from rftcli.formats.prompt import (
     normalise_answer,
     render_choices,
     strip_image_tokens,
+    unbox,
 )
 from rftcli.formats.rows import image_base
 from rftcli.images import ImageError, ImageProcessor, StoredImage, sample_frames
@@ -151,14 +152,15 @@ class RowBuilder:
 
         raw_answer = draft["answer"]
         choices = draft["choices"]
-        answer_type = draft["answer_type"] or infer_answer_type(raw_answer, choices)
+        given = unbox(raw_answer)
+        answer_type = draft["answer_type"] or infer_answer_type(given, choices)
         if answer_type not in ANSWER_TYPES:
             raise BadRow(where, f"{answer_type!r} is not one of {', '.join(ANSWER_TYPES)}", column="answer_type")
         if answer_type == "box":
             answer = self._box(draft.get("box"), raw_answer, stored, where, meta)
         else:
             try:
-                answer = normalise_answer(raw_answer, answer_type, choices)
+                answer = normalise_answer(given, answer_type, choices)
             except ValueError as err:
                 raise BadRow(where, str(err), column="answer") from None
         if not answer:

@@ -19,7 +19,8 @@ changed it, the answer as the source wrote it is kept in metadata as `raw_answer
     math    surrounding space and $ delimiters removed, a whole-answer \\boxed{} unwrapped
     box     "[x1, y1, x2, y2]" in pixels of the image as stored (see `convert_box`)
 A missing answer_type is inferred as the accuracy reward infers it (choice when there are options,
-number, box, a lone capital letter as choice, math, else text).
+number, box, a lone capital letter as choice, math, else text). An answer that is one whole \\boxed{}
+(ViRL39K writes every answer so) is unwrapped first, for every type but box.
 """
 
 from __future__ import annotations
@@ -129,6 +130,20 @@ def _choice(text: str, choices: Sequence[str] | None) -> str:
     if choices and _LETTERS.index(letter) >= len(choices):
         raise ValueError(f"option {letter} does not exist: there are {len(choices)} choices")
     return letter
+
+
+def unbox(text: str) -> str:
+    """The content of an answer that is one whole \\boxed{...} (its braces balanced); else the text."""
+    s = text.strip()
+    if not (s.startswith("\\boxed{") and s.endswith("}")):
+        return text
+    depth = 0
+    for i, c in enumerate(s[len("\\boxed"):], len("\\boxed")):
+        depth += {"{": 1, "}": -1}.get(c, 0)
+        if depth == 0 and i != len(s) - 1:
+            return text  # "\\boxed{a} + \\boxed{b}": not one box
+    inner = s[len("\\boxed{"):-1].strip()
+    return inner or text
 
 
 def _math(text: str) -> str:

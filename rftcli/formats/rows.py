@@ -1,22 +1,32 @@
 """The plain layout, and the helpers the other layouts share.
 
     prompt (or question, or problem)   required text; `<image>` placeholders are removed
-    answer                             required; numbers and lists are stored as text. Without one, the
-                                       text inside <answer></answer> of `solution` (R1-V style) is used
+    answer                             required; numbers and lists are stored as text, a one-element list
+                                       as its element. Without one, the answer of `solution`: the text
+                                       inside <answer></answer> (R1-V style), else its last \\boxed{}; the
+                                       solution is kept in metadata unless it was only the answer tag
     images / image / image_1..image_N  optional: a path (relative to the input, or --image-root), a list
                                        of them, a data URI or base64 string, or {bytes, path} structs
-                                       (paths stay inside that folder unless --allow-outside-paths)
+                                       (paths stay inside that folder unless --allow-outside-paths); an
+                                       empty one is no image. A `decoded_image` holding the image
+                                       (MathVista/MathVision Hub rows) is used instead of an `image` path
     video                              optional path: frames are sampled into `images` (--video-frames)
-    id, task, system, answer_type, choices, reasoning, response: optional; a `split` is kept as
+    choices (or options)               optional list of option texts (or the text of one, as MMMU writes it)
+    id, task, system, answer_type, reasoning, response: optional; a `split` is kept as
     metadata.source_split (splits come from the id hash); other fields go to metadata
 
 Sample (JSONL):
     {"id": "q1", "question": "How many apples?", "image": "imgs/1.jpg", "answer": 3}
     {"prompt": "Which is larger?", "choices": ["7", "9"], "answer": "9", "images": ["a.png", "b.png"]}
+Published layouts this reads as they are: MathVision (question, options, decoded_image, answer letter or
+value), MathVerse (question with its options inline, answer letter or value), R1-V / multimodal-open-r1
+(problem, solution "<answer> 3 </answer>"), ViRL39K (question, answer "\\boxed{3}", image paths), MMK12,
+lmms-lab/ChartQA (question, answer).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -57,7 +67,12 @@ def prompt_text(value: Any, where: Where) -> str:
 
 
 def answer_text(value: Any) -> Any:
-    """Numbers as text; lists and objects as JSON text; None and empty text stay missing."""
+    """Numbers as text; a one-element list as its element; other lists and objects as JSON text; None
+    and empty text stay missing."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, int, float)):
+        value = value[0]
     if is_empty(value):
         return None
     if isinstance(value, (list, dict)):
@@ -72,14 +87,66 @@ def from_solution(solution: Any) -> str | None:
     return None
 
 
-def choices_list(value: Any, where: Where) -> list[str] | None:
+def last_boxed(text: Any) -> str | None:
+    """The content of the last \\boxed{...} in `text` (braces balanced), else None."""
+    if not isinstance(text, str):
+        return None
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j].strip() or None
+    return None
+
+
+def solution_answer(solution: Any) -> str | None:
+    """The answer a `solution` column gives: inside <answer></answer>, else its last \\boxed{}."""
+    return from_solution(solution) or last_boxed(solution)
+
+
+def text_list(value: Any) -> Any:
+    """A list written as text ("['a', 'b']", as MMMU's options and A-OKVQA's direct_answers on the Hub)
+    as the list; anything else unchanged."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, str) and value.strip().startswith("["):
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+            if isinstance(parsed, list):
+                return parsed
+    return value
+
+
+def choices_list(value: Any, where: Where, column: str = "choices") -> list[str] | None:
     if value is None:
         return None
-    if hasattr(value, "tolist"):  # numpy arrays from pandas-written Parquet
-        value = value.tolist()
+    value = text_list(value)  # numpy arrays from pandas-written Parquet, lists written as text
     if not isinstance(value, list) or not all(isinstance(c, (str, int, float)) for c in value):
-        raise BadRow(where, "expected a list of strings", column="choices")
+        raise BadRow(where, "expected a list of strings", column=column)
     return [str(c) for c in value] or None
+
+
+def index_letter(value: Any, choices: list[str] | None, where: Where, column: str) -> str | None:
+    """The option letter of an answer given as a 0-based index into `choices` (ScienceQA's `answer`,
+    A-OKVQA's `correct_choice_idx`); None when the index is missing (an unlabelled test split)."""
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRow(where, f"expected a whole number (an index into the choices), got {value!r}", column=column)
+    count = len(choices or [])
+    if not 0 <= value < count:
+        raise BadRow(where, f"answer index {value} is out of range for {count} choices", column=column)
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[value] if value < 26 else str(value)
 
 
 def metadata_dict(value: Any, where: Where) -> dict[str, Any]:
@@ -96,13 +163,14 @@ def metadata_dict(value: Any, where: Where) -> dict[str, Any]:
 
 
 def image_refs(value: Any) -> list[Any]:
+    """Image references in `value` (one or a list); None and empty text are no image."""
     if value is None:
         return []
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, (str, bytes, dict)):
-        return [value]
-    return [v for v in value if v is not None]
+        value = [value]
+    return [v for v in value if v is not None and not (isinstance(v, str) and not v.strip())]
 
 
 def image_base(base_dir: Path, ctx: Context) -> Path:
@@ -150,9 +218,19 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
         raise BadRow(where, "missing or empty (no prompt, question or problem; --question gives rows without one "
                             "a prompt)", column="prompt")
     answer = answer_text(row.get("answer"))
-    if answer is None and (solved := from_solution(row.get("solution"))) is not None:
+    if answer is None and (solved := solution_answer(row.get("solution"))) is not None:
         answer = solved
-        row.pop("solution")
+        if _ANSWER_TAG.fullmatch(row["solution"].strip()):
+            row.pop("solution")  # nothing but the answer
+    if row.get("choices") is None and "options" in row:
+        row["choices"] = row.pop("options")
+    decoded = row.pop("decoded_image", None)
+    if isinstance(decoded, dict) and decoded.get("bytes"):
+        if not decoded.get("path") and isinstance(row.get("image"), str):
+            decoded = {**decoded, "path": row["image"]}
+        row["image"] = decoded  # the image itself; `image` held its path in the source archive
+    elif decoded is not None:
+        row["decoded_image"] = decoded
     images = image_refs(row.pop("images", None)) + image_refs(row.pop("image", None)) + numbered_images(row)
     meta = metadata_dict(row.get("metadata"), where)
     meta.update({k: v for k, v in row.items() if k not in KNOWN and k != "video"})
