@@ -165,6 +165,19 @@ def test_aokvqa_hub_parquet_correct_choice_idx_and_direct_answers(tmp_path):
     src.write_text(json.dumps([official]))
     result, out = convert(tmp_path, src, format="aokvqa")
     assert (result.layout, out[0]["answer"], meta(out[0])["direct_answers"]) == ("aokvqa", "B", direct)
+    # the release itself names the COCO 2017 image by split and image_id (A-OKVQA's get_coco_path)
+    release = {k: v for k, v in official.items() if k != "image"}
+    release.update(split="val", image_id=461751)
+    coco = tmp_path / "coco"
+    (coco / "val2017").mkdir(parents=True)
+    (coco / "val2017" / "000000461751.jpg").write_bytes(png(GREEN))
+    src.write_text(json.dumps([release]))
+    result, out = convert(tmp_path, src, image_root=coco)
+    assert result.layout == "aokvqa" and pixel(out[0]) == GREEN
+    assert meta(out[0])["image_id"] == 461751
+    (coco / "val2017" / "000000461751.jpg").unlink()
+    with pytest.raises(BadRow, match=r"aokvqa_v1p0_val.json: item 0.*val2017/000000461751.jpg"):
+        run(Config(out=tmp_path / "y.parquet", input=src, image_root=coco))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({**official, "correct_choice_idx": "three"}) + "\n")
     with pytest.raises(BadRow, match=r"bad.jsonl: line 1, column 'correct_choice_idx': expected a whole number"):

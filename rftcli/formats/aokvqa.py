@@ -4,7 +4,9 @@ questions about COCO images that need world knowledge.
 Source columns: question_id, question, choices (four option texts), correct_choice_idx (the INDEX of
 the right option), direct_answers (ten free-form answers from annotators; the Hub rows hold the text of
 a Python list, "['cab', 'cab', ...]"), difficult_direct_answer, rationales; the Hub rows carry the
-image, the release an image_id (COCO 2017: give the image with `image` or --map).
+image, the release an image_id and split: its image is the COCO 2017 file `<split>2017/<image_id as 12
+digits>.jpg` (A-OKVQA's own `get_coco_path`), looked for under --image-root (the COCO folder) or beside
+the input.
 
 Mapping: prompt = the question with the options listed; answer = the option letter of
 correct_choice_idx (answer_type choice; the index is kept as metadata.answer_index). The free-form
@@ -34,6 +36,16 @@ def detect(record: dict[str, Any]) -> bool:
     return {"question", "choices", "correct_choice_idx"} <= record.keys()
 
 
+def _coco_path(row: dict[str, Any]) -> str | None:
+    """The release's image: `<split>2017/<image_id:012>.jpg`, relative to the image root."""
+    image_id, split = row.get("image_id"), row.get("split")
+    if isinstance(image_id, str) and image_id.strip().isdigit():
+        image_id = int(image_id)
+    if isinstance(image_id, bool) or not isinstance(image_id, int) or not isinstance(split, str) or not split.strip():
+        return None
+    return f"{split.strip()}2017/{image_id:012d}.jpg"
+
+
 def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) -> dict[str, Any]:
     row = dict(record)
     choices = choices_list(row.get("choices"), where)
@@ -46,6 +58,8 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     if letter is not None:
         meta["answer_index"] = int(row["correct_choice_idx"])
     images = image_refs(row.get("image")) + image_refs(row.get("images"))
+    if not images and (coco := _coco_path(row)) is not None:
+        images = [coco]
     ident = row.get("question_id", row.get("id"))
     out = draft({"id": ident, "choices": choices}, where, prompt=row.get("question"), answer=letter, images=images,
                 task="aokvqa", metadata=meta)
