@@ -73,6 +73,9 @@ def _quiet_libraries() -> None:
 
     # bitsandbytes on CPUs with AVX512-BF16 looks for an optional kernel package and warns when absent.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # DeepSpeed, when installed, is imported by transformers at model load and says on every machine without a
+    # GPU that it uses its CPU accelerator.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
     # Deprecation notices addressed to library developers (renamed arguments inside transformers/peft).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
 

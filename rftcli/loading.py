@@ -47,6 +47,18 @@ def resolve(spec: str) -> str:
     return spec
 
 
+def build_builtins(spec: str) -> None:
+    """Build now the built-in models `spec` needs (itself, or an adapter's base). A stage calls this before its
+    processes are set up (torchrun, `accelerate launch`): after that, transformers' `save_pretrained` writes on
+    the first process only, and every process needs its own copy."""
+    if tiny_model.is_builtin(spec):
+        resolve(spec)
+    elif is_adapter(spec):
+        base = adapter_base(spec)
+        if tiny_model.is_builtin(base):
+            resolve(base)
+
+
 def is_adapter(spec: str) -> bool:
     return Path(spec, "adapter_config.json").is_file()
 

@@ -230,6 +230,10 @@ def _trainer_class():
             self.reward_names = list(reward_names)
             self.reward_weights = list(reward_weights)
             self.top_entropy_quantile = top_entropy_quantile
+            if ref_model is not None and self.is_deepspeed_enabled:
+                from trl.models import prepare_deepspeed
+
+                ref_model = prepare_deepspeed(ref_model, self.accelerator)  # under ZeRO-3 sharded like the policy
             self.ref_model = ref_model
             self._metrics: dict[str, list[float]] = defaultdict(list)
             self._step_time = 0.0

@@ -175,9 +175,34 @@ def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -
     return path
 
 
-def save_checkpoint(model: Any, processor: Any, folder: Path, manifest: dict[str, Any]) -> None:
-    """Weights (full model or adapter) in safetensors, the processor with its chat template, the manifest."""
-    model.save_pretrained(folder, safe_serialization=True)
+def gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """The full weights where each process holds only a shard of them (DeepSpeed ZeRO-3 shards every weight
+    over its persistence threshold, so `save_pretrained` on the main process alone would write empty
+    tensors); None where the model is whole. A collective call: every process must make it."""
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3:
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def save_checkpoint(model: Any, processor: Any, folder: Path, manifest: dict[str, Any],
+                    state_dict: dict[str, Any] | None = None) -> None:
+    """Weights (full model or adapter) in safetensors, the processor with its chat template, the manifest.
+    `state_dict`: the weights gathered beforehand where `model` holds only a shard (`gathered_state_dict`)."""
+    if state_dict is None:
+        model.save_pretrained(folder, safe_serialization=True)
+    elif "_weight_conversions" in vars(model):
+        # transformers' ZeRO-3 loading path records further key conversions (a prefix change, legacy renamings)
+        # whose reversal on save writes `model.model.*` names: the architecture's own mapping, which a model
+        # loaded on one process reverses, gives the usual Hub layout.
+        conversions = model._weight_conversions
+        model._weight_conversions = None
+        try:
+            model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
+        finally:
+            model._weight_conversions = conversions
+    else:
+        model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     processor.save_pretrained(folder)
     write_checkpoint_manifest(folder, manifest)
 
@@ -317,6 +342,28 @@ def open_work_folder(out: Path, record: dict[str, Any], *, resume: bool, overwri
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, work / RUN_RECORD)
     return WorkFolder(path=work, resume_from=None)
+
+
+def open_shared_work_folder(out: Path, record: dict[str, Any], args: Any, *, resume: bool,
+                            overwrite: bool) -> WorkFolder:
+    """`open_work_folder` for a run of one or several processes (torchrun, `accelerate launch`; `args` are
+    its TrainingArguments): the main process sets the folder up, every process learns where to resume."""
+    if resume or args.process_index == 0:  # with resume this only reads, so every process checks for itself
+        work = open_work_folder(out, record, resume=resume, overwrite=overwrite)
+    else:
+        path = work_folder(out)
+        if latest_checkpoint(path) is not None and not overwrite:
+            raise FileExistsError(f"{path}: an interrupted run's checkpoints are here; pass --resume to continue "
+                                  "it or --overwrite to start over")
+        work = WorkFolder(path=path, resume_from=None)
+    barrier(args)
+    return work
+
+
+def barrier(args: Any) -> None:
+    """Wait for every process of the run (a no-op for one)."""
+    if args.world_size > 1:
+        args.distributed_state.wait_for_everyone()
 
 
 def run_training(trainer: Any, resume_from: Path | None) -> float:

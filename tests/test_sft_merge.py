@@ -5,8 +5,12 @@ merged folder (logits, files, plain reload, refusals)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -408,3 +412,29 @@ def test_merge_refuses_above_tolerance_and_writes_nothing(tmp_path, lora_run):
     assert result.exit_code == 2 and "logits are not finite" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+@pytest.mark.slow
+def test_two_processes_over_gloo_match_one_with_the_same_global_batch(tmp_path, data):
+    """torchrun with 2 CPU processes of 2 rows each vs one process of 4, from the built-in model (each process
+    builds its own copy before the processes are set up): the same steps, losses and adapter, written once."""
+    single = tmp_path / "single"
+    sft_coldstart.run(sft_coldstart.Config(dataset=data, model=TINY, out=single, **{**FAST, "max_steps": 2}))
+    double = tmp_path / "double"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", "rftcli", "sft-coldstart", "-d", str(data), "-m", TINY, "--out", str(double),
+                           "--max-steps", "2", "--batch-size", "2", "--lr", "1e-2", "--logging-steps", "1",
+                           "--lora-dropout", "0", "--seed", "0"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [[(e["step"], e["loss"]) for e in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+               if "loss" in e] for d in (single, double)]
+    assert [s for s, _ in losses[1]] == [s for s, _ in losses[0]] == [1, 2]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(*losses, strict=True)), losses
+    assert read_checkpoint_manifest(double)["world_size"] == 2 and not work_folder(double).exists()
+    a, b = load_file(single / ADAPTER), load_file(double / ADAPTER)
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left

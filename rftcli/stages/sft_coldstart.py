@@ -16,6 +16,9 @@ Writes a PEFT LoRA adapter folder or, with `full`, a full model folder; either c
 and `eval_loss` on `eval_split`, always once at the end). `report_to tensorboard` also writes event files,
 live under `<out>.work/runs/` and kept in `<out>/runs/`; `report_to wandb` logs the run, named after `out`.
 
+Several GPUs: the same command under `torchrun` or `accelerate launch` (recipes/accelerate/); only the main
+process writes the output, after gathering the weights where DeepSpeed ZeRO-3 shards them.
+
 Model choices:
 - LoRA targets every linear layer of the language model (found per architecture by
   `rftcli.training.lora_target_modules`); `lora_vision` adds the vision tower and projector;
@@ -195,13 +198,13 @@ def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_col
     return rows, read
 
 
-def sft_trainer(config: Config, loaded: Any, train: Any, eval_data: Any, output_dir: Path):
-    """TRL's SFTTrainer as this stage sets it up (tests inspect its collator)."""
-    from trl import SFTConfig, SFTTrainer
+def sft_args(config: Config, output_dir: Path):
+    """TRL's SFTConfig for this stage (made before the model loads: it sets up the processes of a run)."""
+    from trl import SFTConfig
 
-    from rftcli.training import checkpoint_args, common_args, lora_config, lora_target_modules
+    from rftcli.training import checkpoint_args, common_args
 
-    args = SFTConfig(**{**common_args(output_dir, seed=config.seed, learning_rate=config.learning_rate,
+    return SFTConfig(**{**common_args(output_dir, seed=config.seed, learning_rate=config.learning_rate,
                                       batch_size=config.batch_size, grad_accum=config.grad_accum,
                                       epochs=config.epochs, max_steps=config.max_steps,
                                       lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio,
@@ -212,6 +215,15 @@ def sft_trainer(config: Config, loaded: Any, train: Any, eval_data: Any, output_
                      max_length=config.max_length, completion_only_loss=True, packing=False,
                      eval_strategy="steps" if config.eval_steps else "no", eval_steps=config.eval_steps,
                      per_device_eval_batch_size=config.batch_size)
+
+
+def sft_trainer(config: Config, loaded: Any, train: Any, eval_data: Any, output_dir: Path, args: Any = None):
+    """TRL's SFTTrainer as this stage sets it up (tests inspect its collator)."""
+    from trl import SFTTrainer
+
+    from rftcli.training import lora_config, lora_target_modules
+
+    args = args if args is not None else sft_args(config, output_dir)
     peft_config = None
     if not config.full:
         targets = lora_target_modules(loaded.model, vision=config.lora_vision, names=config.target_modules)
@@ -231,16 +243,19 @@ def _quantization(model: Any) -> dict[str, Any] | None:
 
 
 def run(config: Config) -> Result:
-    from rftcli.loading import load_model
+    from rftcli.loading import build_builtins, load_model
     from rftcli.training import (
         attach_progress,
+        barrier,
         discard,
+        gathered_state_dict,
         keep_if_resumable,
-        open_work_folder,
+        open_shared_work_folder,
         run_record,
         run_training,
         save_checkpoint,
         trl_dataset,
+        work_folder,
         write_logs,
     )
 
@@ -267,13 +282,19 @@ def run(config: Config) -> Result:
     manifest = make_manifest("sft-coldstart", config, inputs, seed=config.seed,
                              base_model=None if config.full else config.model,
                              kind="full" if config.full else "adapter", rows=table.num_rows, rows_read=read)
-    work = open_work_folder(config.out, run_record(config, manifest), resume=config.resume,
-                            overwrite=config.overwrite)
+    build_builtins(config.model)
+    args = sft_args(config, work_folder(config.out))
+    manifest["world_size"] = args.world_size
+    # A resumed run must see the data in the same order, so the same number of processes too.
+    work = open_shared_work_folder(config.out, {**run_record(config, manifest), "processes": args.world_size}, args,
+                                   resume=config.resume, overwrite=config.overwrite)
     with keep_if_resumable(work):
+        # A 4-bit model is placed by device map: each process on its own device.
         loaded = load_model(config.model, dtype=config.dtype, load_in_4bit=config.load_in_4bit,
-                            trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle, merge_adapter=True)
+                            trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle,
+                            merge_adapter=True, device=str(args.device) if config.load_in_4bit else None)
         manifest["quantization"] = _quantization(loaded.model)
-        trainer = sft_trainer(config, loaded, train, eval_data, work.path)
+        trainer = sft_trainer(config, loaded, train, eval_data, work.path, args)
         attach_progress(trainer, "sft")
         training_loss = run_training(trainer, work.resume_from)
         eval_loss = None
@@ -287,10 +308,14 @@ def run(config: Config) -> Result:
         if work.resume_from is not None:
             resumed_from = int(work.resume_from.name.removeprefix("checkpoint-"))
             manifest["resumed_from_step"] = resumed_from
-        with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
-            save_checkpoint(trainer.model, loaded.processor, tmp, manifest)
-            write_logs(trainer.state.log_history, work.path, tmp)
-    discard(work.path)
+        state_dict = gathered_state_dict(trainer)  # every process takes part; then only the first writes
+        if args.process_index == 0:
+            with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
+                save_checkpoint(trainer.model, loaded.processor, tmp, manifest, state_dict=state_dict)
+                write_logs(trainer.state.log_history, work.path, tmp)
+        barrier(args)
+    if args.process_index == 0:
+        discard(work.path)
     # train_loss: TRL's mean over the steps this process ran (after a resume, those since the checkpoint).
     return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(training_loss),
                   rows=table.num_rows, rows_read=read, eval_loss=eval_loss, resumed_from=resumed_from)

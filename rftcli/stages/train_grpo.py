@@ -19,7 +19,8 @@ completion length, step time, peak memory). `report_to tensorboard` writes event
 optimizer, scheduler, RNG states) in `<out>.work/`; `resume` continues a killed run from the newest.
 
 Several GPUs: run the same command under `accelerate launch` or `torchrun` (recipes/accelerate/ has
-DDP and DeepSpeed ZeRO-2/3 configs); only the main process writes the output.
+DDP and DeepSpeed ZeRO-2/3 configs); only the main process writes the output, after gathering the weights
+where ZeRO-3 shards them.
 """
 
 from __future__ import annotations
@@ -249,28 +250,6 @@ def _args(config: Config, output_dir: Path, epochs: float) -> dict[str, Any]:
     return args
 
 
-def _open_work(config: Config, record: dict[str, Any], args: Any):
-    """The run's work folder, set up by the main process only; every process learns where to resume."""
-    from rftcli.training import WorkFolder, latest_checkpoint, open_work_folder, work_folder
-
-    main = args.process_index == 0
-    if config.resume or main:  # with resume this only reads, so every process checks for itself
-        work = open_work_folder(config.out, record, resume=config.resume, overwrite=config.overwrite)
-    else:
-        path = work_folder(config.out)
-        if latest_checkpoint(path) is not None and not config.overwrite:
-            raise FileExistsError(f"{path}: an interrupted run's checkpoints are here; pass --resume to continue "
-                                  "it or --overwrite to start over")
-        work = WorkFolder(path=path, resume_from=None)
-    _barrier(args)
-    return work
-
-
-def _barrier(args: Any) -> None:
-    if args.world_size > 1:
-        args.distributed_state.wait_for_everyone()
-
-
 def _lora(config: Config, model: Any):
     from rftcli.training import lora_config, lora_target_modules
 
@@ -335,6 +314,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
     import torch
     from peft import get_peft_model
     from transformers import TrainingArguments
+    from transformers.integrations import is_deepspeed_zero3_enabled
     from trl.trainer.utils import add_fused_lm_head
 
     from rftcli.offline_grpo import build_trainer, load_offline
@@ -347,7 +327,10 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
     def build(loaded):
         model, ref = loaded.model, None
         if config.beta != 0.0 and config.full:
-            ref = copy.deepcopy(model).eval().requires_grad_(False)
+            # Under ZeRO-3 the policy holds only its shard of each weight and a copy would too: load the reference
+            # anew (sharded as it loads); the trainer hands it to DeepSpeed.
+            ref = _load(config, args).model if is_deepspeed_zero3_enabled() else copy.deepcopy(model)
+            ref.eval().requires_grad_(False)
             add_fused_lm_head(ref, temperature=data.temperature)
         add_fused_lm_head(model, temperature=data.temperature, outputs=("log_probs", "entropy"))
         peft_config = _lora(config, model)
@@ -374,10 +357,14 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
 def run(config: Config) -> Result:
     from transformers import set_seed
 
+    from rftcli.loading import build_builtins
     from rftcli.training import (
         attach_progress,
+        barrier,
         discard,
+        gathered_state_dict,
         keep_if_resumable,
+        open_shared_work_folder,
         run_record,
         run_training,
         save_checkpoint,
@@ -392,13 +379,15 @@ def run(config: Config) -> Result:
     manifest = make_manifest("train-grpo", config, inputs, seed=config.seed,
                              base_model=None if config.full else config.model,
                              kind="full" if config.full else "adapter", mode="offline" if offline else "online")
+    build_builtins(config.model)
     if offline:
         args, build, extra = _offline_trainer(config, work_folder(config.out), manifest["inputs"]["model"]["hash"])
     else:
         args, build, extra = _online_trainer(config, work_folder(config.out))
     manifest.update(extra, world_size=args.world_size)
     # A resumed run must see the data in the same order, so the same number of processes too.
-    work = _open_work(config, {**run_record(config, manifest), "processes": args.world_size}, args)
+    work = open_shared_work_folder(config.out, {**run_record(config, manifest), "processes": args.world_size}, args,
+                                   resume=config.resume, overwrite=config.overwrite)
     with keep_if_resumable(work):
         loaded = _load(config, args)
         # The new adapter's random init must not depend on what ran before in this process.
@@ -410,11 +399,12 @@ def run(config: Config) -> Result:
         if work.resume_from is not None:
             resumed_from = int(work.resume_from.name.removeprefix("checkpoint-"))
             manifest["resumed_from_step"] = resumed_from
+        state_dict = gathered_state_dict(trainer)  # every process takes part; then only the first writes
         if args.process_index == 0:
             with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
-                save_checkpoint(trainer.model, loaded.processor, tmp, manifest)
+                save_checkpoint(trainer.model, loaded.processor, tmp, manifest, state_dict=state_dict)
                 write_logs(trainer.state.log_history, work.path, tmp)
-        _barrier(args)
+        barrier(args)
     if args.process_index == 0:
         discard(work.path)
     rewards_logged = [e["reward"] for e in trainer.state.log_history if e.get("reward") is not None]
