@@ -10,19 +10,27 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install
+.PHONY: demo test install install-dev
 
+# The demo needs rftcli and matplotlib (its charts); the tests also need the dev tools (pytest, DeepSpeed,
+# TensorBoard, W&B, ...), which stay out of a demo-only venv: transformers imports DeepSpeed at every model
+# load when it is installed.
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[report]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(MAKE) -C recipes/tiny
 
-test: install
+test: install-dev
 	$(PY) -m pytest -q
