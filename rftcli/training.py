@@ -175,6 +175,26 @@ def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -
     return path
 
 
+def write_output(trainer: Any, processor: Any, work: WorkFolder, out: Path, manifest: dict[str, Any], args: Any, *,
+                 overwrite: bool) -> int | None:
+    """Write a finished run's output folder from the main process: the weights (gathered first where DeepSpeed
+    ZeRO-3 shards them, so every process must call this), the processor, the manifest (with the step the run
+    resumed from), metrics.jsonl and TensorBoard's files. Returns that step, or None."""
+    from rftcli.atomic import atomic_output
+
+    resumed_from = None
+    if work.resume_from is not None:
+        resumed_from = int(work.resume_from.name.removeprefix("checkpoint-"))
+        manifest["resumed_from_step"] = resumed_from
+    state_dict = gathered_state_dict(trainer)
+    if args.process_index == 0:
+        with atomic_output(out, overwrite=overwrite, directory=True) as tmp:
+            save_checkpoint(trainer.model, processor, tmp, manifest, state_dict=state_dict)
+            write_logs(trainer.state.log_history, work.path, tmp)
+    barrier(args)
+    return resumed_from
+
+
 def gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
     """The full weights where each process holds only a shard of them (DeepSpeed ZeRO-3 shards every weight
     over its persistence threshold, so `save_pretrained` on the main process alone would write empty

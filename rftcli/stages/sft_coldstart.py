@@ -45,7 +45,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rftcli.atomic import atomic_output, check_output
+from rftcli.atomic import check_output
 from rftcli.manifest import make_manifest
 from rftcli.schema import dataset_columns, read_table
 from rftcli.stages.rollout import select_split
@@ -246,17 +246,14 @@ def run(config: Config) -> Result:
     from rftcli.loading import build_builtins, load_model
     from rftcli.training import (
         attach_progress,
-        barrier,
         discard,
-        gathered_state_dict,
         keep_if_resumable,
         open_shared_work_folder,
         run_record,
         run_training,
-        save_checkpoint,
         trl_dataset,
         work_folder,
-        write_logs,
+        write_output,
     )
 
     check_output(config.out, config.overwrite)
@@ -304,16 +301,8 @@ def run(config: Config) -> Result:
                 eval_loss = float(evals[-1]["eval_loss"])
             else:
                 eval_loss = float(trainer.evaluate()["eval_loss"])
-        resumed_from = None
-        if work.resume_from is not None:
-            resumed_from = int(work.resume_from.name.removeprefix("checkpoint-"))
-            manifest["resumed_from_step"] = resumed_from
-        state_dict = gathered_state_dict(trainer)  # every process takes part; then only the first writes
-        if args.process_index == 0:
-            with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
-                save_checkpoint(trainer.model, loaded.processor, tmp, manifest, state_dict=state_dict)
-                write_logs(trainer.state.log_history, work.path, tmp)
-        barrier(args)
+        resumed_from = write_output(trainer, loaded.processor, work, config.out, manifest, args,
+                                    overwrite=config.overwrite)
     if args.process_index == 0:
         discard(work.path)
     # train_loss: TRL's mean over the steps this process ran (after a resume, those since the checkpoint).
