@@ -22,7 +22,7 @@ from typing import Any
 from rftcli import __version__
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow", "bitsandbytes", "vllm",
-             "torchvision")
+             "torchvision", "deepspeed", "tensorboard", "wandb")
 
 
 def _version(dist: str) -> str | None:
