@@ -10,6 +10,9 @@ configuration values below (random weights, bf16), with the built-in tiny model'
 (ids past its 1k vocabulary decode to nothing, which no figure here depends on).
 
 Figures per size:
+- rollout vs bare generate (issue 5): `rftcli rollout` (hf backend, whole stage, model loading excluded)
+  tokens/s over bench/rollout_overhead.py's bare `model.generate` loop, 16 prompts x 8 samples x 256
+  fixed-length tokens, 8 prompts a batch, one 448x448 image each, bf16; median of 2 alternating repeats.
 - decode floor: weight bytes / memory bandwidth (bandwidth from timing a large device-to-device copy):
   the fastest one decoding step over all weights can be; tokens/s floor at batch B = B / step time.
 - rollout tokens/s: rftcli's hf backend (`rftcli.generation.generate_encoded`), fixed length
@@ -183,6 +186,56 @@ def rollout_figures(folder: Path, *, load_in_4bit: bool, batch: int, tokens: int
     return out
 
 
+def _rollout_overhead_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "rollout_overhead.py"
+    spec = importlib.util.spec_from_file_location("rollout_overhead", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def overhead_figures(folder: Path, work: Path, *, prompts: int, n: int, tokens: int, batch: int, image_size: int,
+                     device: str, repeats: int) -> dict:
+    """Issue 5's ratio at this size: `rftcli rollout` (hf backend, the whole stage, model loading excluded)
+    tokens/s over a bare `model.generate` loop (bench/rollout_overhead.py's) on the same prompts, batch,
+    group size and fixed length, alternating bare / rollout after one warm-up of each; medians."""
+    from rftcli.loading import load_model
+    from rftcli.schema import write_table
+    from rftcli.stages import rollout
+
+    bench = _rollout_overhead_module()
+    _free()
+    rows = _rows(prompts, image_size)
+    data = work / "overhead.parquet"
+    write_table(data, "dataset", rows, {"task": "bench-gpu"}, overwrite=True)
+    loaded = load_model(str(folder), dtype="bfloat16", device=device)
+    model, processor = loaded.model.eval(), loaded.processor
+
+    def run_rollout(k: int):
+        return rollout.run(rollout.Config(dataset=data, model=str(folder), out=work / f"overhead-{k}.parquet",
+                                          split="all", num_generations=n, max_new_tokens=tokens, batch_size=batch,
+                                          ignore_eos=True, seed=k, dtype="bfloat16", overwrite=True), progress=False)
+
+    bench.bare_generate(model, processor, rows[:batch], n, min(tokens, 8), batch)  # warm-ups
+    run_rollout(-1)
+    bare_rates, stage_rates = [], []
+    for k in range(repeats):
+        _sync()
+        generated, seconds = bench.bare_generate(model, processor, rows, n, tokens, batch)
+        bare_rates.append(generated / seconds)
+        r = run_rollout(k)
+        stage_rates.append(r.generated_tokens / (r.seconds - r.load_seconds))
+    del loaded, model
+    _free()
+    ratios = [s / b for s, b in zip(stage_rates, bare_rates, strict=True)]
+    return {"prompts": prompts, "group": n, "new_tokens_each": tokens, "batch_prompts": batch, "repeats": repeats,
+            "bare_tokens_per_s": round(statistics.median(bare_rates), 1),
+            "rollout_tokens_per_s": round(statistics.median(stage_rates), 1),
+            "ratio": round(statistics.median(ratios), 4), "ratios": [round(x, 4) for x in ratios]}
+
+
 def _peak_gpu_mb() -> float | None:
     import torch
 
@@ -279,6 +332,11 @@ def to_markdown(result: dict) -> str:
         for name, fig in figs.items():
             if "error" in fig:
                 lines.append(f"| {size} | {name} | failed | {fig['error']} |")
+            elif name == "rollout_vs_generate":
+                lines.append(f"| {size} | rollout / bare generate tokens/s (target >= 0.9) | {fig['ratio']} | "
+                             f"rollout {fig['rollout_tokens_per_s']} vs bare {fig['bare_tokens_per_s']} tokens/s; "
+                             f"{fig['prompts']} prompts x {fig['group']} x {fig['new_tokens_each']} tokens, batch "
+                             f"{fig['batch_prompts']} prompts; per repeat {fig['ratios']} |")
             elif name.startswith("rollout"):
                 lines.append(f"| {size} | {name} tokens/s | {fig['tokens_per_s']} | batch {fig['batch']} x "
                              f"{fig['new_tokens_each']} tokens; {fig['fraction_of_floor']:.1%} of floor "
@@ -322,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         floor = result["bandwidth_gbs"]
         roll = dict(batch=batch, tokens=tokens, image_size=image, device=device, floor_gbs=floor)
         jobs = {
+            "rollout_vs_generate": partial(overhead_figures, folder, work, prompts=4 if args.smoke else 16,
+                                           n=2 if args.smoke else 8, tokens=tokens // 2, batch=2 if args.smoke else 8,
+                                           image_size=image, device=device, repeats=1 if args.smoke else 2),
             "rollout_bf16": partial(rollout_figures, folder, load_in_4bit=False, **roll),
             "rollout_4bit": partial(rollout_figures, folder, load_in_4bit=True, **roll),
             "grpo_qlora": partial(grpo_figures, folder, data, work, load_in_4bit=True, generations=generations,
