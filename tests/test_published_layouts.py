@@ -372,3 +372,49 @@ def test_r1_sets_answer_in_tags_boxed_or_plain(tmp_path):
     assert [(r["id"], r["answer"], r["answer_type"]) for r in out] == [
         ("bio-1", "A", "choice"), ("math-7", "\\frac{1}{2}", "number")]
     assert meta(out[1]) == {"subject": "math"}
+
+
+# ---------------------------------------------------------------- open-ended VQA: several annotators' answers
+
+def test_vqav2_textvqa_and_docvqa_answer_lists(tmp_path):
+    vqa_answers = [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                   for i, a in enumerate(["white"] * 7 + ["white and blue", "cream", "white"])]
+    vqav2 = [{"question_type": "what color", "multiple_choice_answer": "white", "answers": vqa_answers,
+              "image_id": 262148, "answer_type": "other", "question_id": 262148000,
+              "question": "What color is the plate?", "image": hf_image(RED)},
+             {"question_type": "how many", "multiple_choice_answer": "2", "answers": vqa_answers[:1],
+              "image_id": 262149, "answer_type": "number", "question_id": 262149001,
+              "question": "How many dogs?", "image": hf_image(BLUE)}]
+    src = write_parquet(tmp_path / "validation-00000-of-00001.parquet", vqav2)
+    result, out = convert(tmp_path, src)
+    assert result.layout == "vqa" and [r["id"] for r in out] == ["262148000", "262149001"]
+    assert [(r["answer"], r["answer_type"]) for r in out] == [("white", "text"), ("2", "number")]
+    assert out[0]["prompt"] == "What color is the plate?" and pixel(out[0]) == RED
+    m = meta(out[0])
+    assert m["answers"] == [a["answer"] for a in vqa_answers] and m["vqa_answer_type"] == "other"
+    assert m["question_type"] == "what color" and m["image_id"] == 262148
+
+    # TextVQA (facebook/textvqa): ten answer strings, no main answer: the most given one (first on a tie)
+    textvqa = [{"image_id": "0054c91397f2fe05", "question_id": 0, "question": "what is the brand of phone?",
+                "question_tokens": ["what", "is", "the", "brand", "of", "phone"], "image": hf_image(GREEN),
+                "image_width": 1024, "image_height": 730, "answers": ["nokia"] * 4 + ["toshiba"] * 4 + ["samsung"] * 2,
+                "image_classes": ["Mobile phone"], "set_name": "val"}]
+    (tmp_path / "t").mkdir()
+    src = write_parquet(tmp_path / "t" / "validation.parquet", textvqa)
+    result, out = convert(tmp_path / "t", src)
+    assert (result.layout, out[0]["answer"], out[0]["id"]) == ("vqa", "nokia", "0")
+    assert meta(out[0])["answers"].count("toshiba") == 4 and pixel(out[0]) == GREEN
+
+    # DocVQA (lmms-lab/DocVQA): questionId, a short list of accepted answers
+    docvqa = {"questionId": "49153", "question": "What is the ‘actual’ value per 1000, during the year 1975?",
+              "question_types": ["figure/diagram"], "docId": 14465, "ucsf_document_id": "pybv0228",
+              "ucsf_document_page_no": "81", "answers": ["0.28"], "data_split": "val", "image": "doc.png"}
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "doc.png").write_bytes(png(BLUE))
+    (tmp_path / "d" / "docvqa.jsonl").write_text(json.dumps(docvqa) + "\n")
+    result, out = convert(tmp_path / "d", tmp_path / "d" / "docvqa.jsonl")
+    assert (result.layout, out[0]["id"], out[0]["answer"], out[0]["answer_type"]) == ("vqa", "49153", "0.28", "number")
+    bad = tmp_path / "d" / "bad.jsonl"
+    bad.write_text(json.dumps({**docvqa, "answers": [{"text": "0.28"}]}) + "\n")
+    with pytest.raises(BadRow, match=r"bad.jsonl: line 1, column 'answers': expected answer strings"):
+        run(Config(out=tmp_path / "x.parquet", input=bad))

@@ -19,6 +19,7 @@ Two questions, answered separately:
                scienceqa   ScienceQA (question, choices, answer = index of the right choice, hint, lecture ...)
                aokvqa      A-OKVQA (question, choices, correct_choice_idx, direct_answers, rationales)
                chartqa     ChartQA as HuggingFaceM4 and the GitHub release write it (query, label)
+               vqa         VQAv2, TextVQA, DocVQA, VizWiz, OK-VQA (question, answers from several annotators)
 
 Every reader streams (memory does not grow with the file) and yields `Record`s; a line that cannot be
 parsed becomes a `Record` carrying a `BadRow`, so `--skip-bad` can reject it and go on. An adapter
@@ -113,13 +114,14 @@ class Input:
 
 def layouts() -> dict[str, Any]:
     """Adapter modules by --format name, in detection order."""
-    from rftcli.formats import aokvqa, chartqa, clevr, geometry3k, llava, mathvista, refcoco, rows, scienceqa
+    from rftcli.formats import aokvqa, chartqa, clevr, geometry3k, llava, mathvista, refcoco, rows, scienceqa, vqa
 
     return {"llava": llava, "mathvista": mathvista, "clevr": clevr, "refcoco": refcoco, "geometry3k": geometry3k,
-            "scienceqa": scienceqa, "aokvqa": aokvqa, "chartqa": chartqa, "rows": rows}
+            "scienceqa": scienceqa, "aokvqa": aokvqa, "chartqa": chartqa, "vqa": vqa, "rows": rows}
 
 
-FORMATS = ("auto", "rows", "llava", "mathvista", "geometry3k", "clevr", "refcoco", "scienceqa", "aokvqa", "chartqa")
+FORMATS = ("auto", "rows", "llava", "mathvista", "geometry3k", "clevr", "refcoco", "scienceqa", "aokvqa", "chartqa",
+           "vqa")
 
 
 def detect_layout(record: dict[str, Any], source: str) -> str:

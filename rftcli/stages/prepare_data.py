@@ -1,8 +1,8 @@
 """Stage prepare-data: make the `dataset` table from a built-in synthetic task (`--task counting`) or from
 data in the layouts the field publishes (`--input PATH`, `--format auto|rows|llava|mathvista|geometry3k|
-clevr|refcoco|scienceqa|aokvqa|chartqa`; `rftcli.formats` documents every container and layout). Writes
-the `dataset` table (see `rftcli.schema`) with a split assigned by a hash of each row's id, so the same row always lands in
-the same split whatever the order, machine or run.
+clevr|refcoco|scienceqa|aokvqa|chartqa|vqa`; `rftcli.formats` documents every container and layout).
+Writes the `dataset` table (see `rftcli.schema`) with a split assigned by a hash of each row's id, so the
+same row always lands in the same split whatever the order, machine or run.
 
 Per input row (`rftcli.formats.build`): columns renamed (`--map src=dst`), the layout's adapter maps the
 row, images are decoded once, turned upright (EXIF), RGB, resized within `--max-pixels`/`--min-pixels`
@@ -69,7 +69,8 @@ class Config:
     """File or folder to convert (instead of --task): JSONL, JSON, CSV/TSV, Parquet, a datasets save_to_disk
     folder, an image folder with a labels file, the Geometry3K folder."""
     format: str = "auto"
-    """Layout of --input: auto, rows, llava, mathvista, geometry3k, clevr, refcoco, scienceqa, aokvqa, chartqa."""
+    """Layout of --input: auto, rows, llava, mathvista, geometry3k, clevr, refcoco, scienceqa, aokvqa, chartqa,
+    vqa."""
     num: int = 1000
     """Rows to generate for a synthetic task."""
     task_options: tuple[str, ...] = ()

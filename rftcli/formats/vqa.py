@@ -1,0 +1,69 @@
+"""Open-ended VQA with several annotators' answers: VQAv2 (HuggingFaceM4/VQAv2), TextVQA (facebook/textvqa,
+lmms-lab/textvqa), DocVQA (lmms-lab/DocVQA), VizWiz-VQA, OK-VQA.
+
+Source columns: question; answers, a list of answer strings (TextVQA, DocVQA) or of {"answer": ...,
+"answer_confidence": ..., "answer_id": ...} objects (VQAv2, VizWiz); VQAv2's multiple_choice_answer (its
+most frequent answer); question_id / questionId; image; answer_type, VQA's own kind of answer ("yes/no",
+"number", "other", "unanswerable"), which is not rftcli's `answer_type`.
+
+Mapping: prompt = the question; answer = multiple_choice_answer where the source gives it, else the answer
+most annotators gave (on a tie, the first of them); every answer given stays in metadata.answers (the
+accuracy reward scores against `answer` only); VQA's answer_type goes to metadata.vqa_answer_type and
+rftcli's answer_type is inferred from the answer; id = question_id (or questionId); the rest goes to
+metadata.
+
+Sample (one row of HuggingFaceM4/VQAv2, as JSON):
+    {"question_type": "what color", "multiple_choice_answer": "white", "answers": [{"answer": "white",
+     "answer_confidence": "yes", "answer_id": 1}, ...], "image_id": 262148, "answer_type": "other",
+     "question_id": 262148000, "question": "What color is the plate?", "image": {"bytes": "...", "path": null}}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rftcli.formats import BadRow, Context, Where
+from rftcli.formats.rows import draft, image_refs, is_empty, metadata_dict, text_list
+
+NAME = "vqa"
+_DROP = {"image", "images", "question", "answers", "multiple_choice_answer", "answer_type", "question_id",
+         "questionId", "id", "metadata"}
+
+
+def detect(record: dict[str, Any]) -> bool:
+    return ({"question", "answers"} <= record.keys() and "answer" not in record
+            and not {"choices", "options"} & record.keys())
+
+
+def _answers(value: Any, where: Where) -> list[str]:
+    value = text_list(value)
+    if not isinstance(value, list):
+        raise BadRow(where, "expected a list of answers", column="answers")
+    out = []
+    for item in value:
+        text = item.get("answer") if isinstance(item, dict) else item
+        if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+            raise BadRow(where, "expected answer strings or {\"answer\": ...} objects", column="answers")
+        if str(text).strip():
+            out.append(str(text).strip())
+    return out
+
+
+def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) -> dict[str, Any]:
+    row = dict(record)
+    answers = _answers(row.get("answers"), where)
+    main = row.get("multiple_choice_answer")
+    if is_empty(main):
+        counts = Counter(answers)  # insertion-ordered: most_common keeps the first seen among equals
+        main = counts.most_common(1)[0][0] if counts else None
+    meta = metadata_dict(row.get("metadata"), where)
+    meta.update({k: v for k, v in row.items() if k not in _DROP})
+    meta["answers"] = answers
+    if not is_empty(row.get("answer_type")):
+        meta["vqa_answer_type"] = row["answer_type"]
+    ident = next((row[k] for k in ("question_id", "questionId", "id") if not is_empty(row.get(k))), None)
+    images = image_refs(row.get("image")) + image_refs(row.get("images"))
+    return draft({"id": ident}, where, prompt=row.get("question"), answer=main, images=images, task="vqa",
+                 metadata=meta)
