@@ -394,18 +394,49 @@ def run_training(trainer: Any, resume_from: Path | None) -> float:
     step past `max_steps`. Its loss is then the step-weighted mean of the logged losses (all steps).
 
     A W&B run the trainer started (`--report-to wandb`) is finished here, marked failed if training raised,
-    so a later stage in the same process logs to a run of its own; a run the caller started stays open."""
+    so a later stage in the same process logs to a run of its own; a run the caller started stays open. A
+    resumed run continues the W&B run it started (`_wandb_run_id`)."""
     wandb = sys.modules.get("wandb")
     callers_run = wandb is not None and wandb.run is not None
     finished = False
     try:
-        loss = _train(trainer, resume_from)
+        with _wandb_run_id(trainer, resume_from):
+            loss = _train(trainer, resume_from)
         finished = True
         return loss
     finally:
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None and not callers_run:
             wandb.finish(exit_code=0 if finished else 1)
+
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+@contextmanager
+def _wandb_run_id(trainer: Any, resume_from: Path | None) -> Iterator[None]:
+    """With `--report-to wandb`, the run's W&B id is kept in its work folder, and a resumed run logs into the
+    same W&B run (WANDB_RUN_ID, WANDB_RESUME=allow) instead of starting another; ids the user set win."""
+    if "wandb" not in (trainer.args.report_to or []) or os.environ.get("WANDB_RUN_ID") or trainer.args.process_index:
+        yield
+        return
+    import uuid
+
+    path = Path(trainer.args.output_dir) / WANDB_ID_FILE
+    run_id = path.read_text().strip() if resume_from is not None and path.is_file() else ""
+    if not run_id:
+        run_id = uuid.uuid4().hex[:12]
+        path.write_text(run_id + "\n")
+    saved = {k: os.environ.get(k) for k in ("WANDB_RUN_ID", "WANDB_RESUME")}
+    os.environ.update(WANDB_RUN_ID=run_id, WANDB_RESUME=os.environ.get("WANDB_RESUME") or "allow")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _train(trainer: Any, resume_from: Path | None) -> float:

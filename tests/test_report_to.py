@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from rftcli.stages import rollout, score, sft_coldstart, train_grpo
+from rftcli.training import work_folder
+
+from .conftest import kill_after_checkpoint
 
 LOGGED = ("loss", "learning_rate", "grad_norm")
 
@@ -127,3 +131,26 @@ def test_a_missing_backend_is_named_before_anything_loads(tmp_path, scores, monk
         train_grpo.run(train_grpo.Config(rollouts=scores, model="no/such-model", out=tmp_path / "o",
                                          report_to=backend))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_resumed_run_logs_into_the_wandb_run_it_started(tmp_path, scores, tiny_model_dir, monkeypatch):
+    """Killed after its first checkpoint and resumed, a run keeps its W&B id (kept in the work folder): both
+    processes' offline runs carry it, and the resumed one logs the steps after the checkpoint."""
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    monkeypatch.delenv("WANDB_RESUME", raising=False)
+    settings = dict(rollouts=scores, model=str(tiny_model_dir), batch_size=8, max_steps=4, save_steps=2,
+                    learning_rate=1e-2, logging_steps=1, report_to="wandb")
+    out = tmp_path / "grpo"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items() if k != "learning_rate"]
+    step = kill_after_checkpoint(["train-grpo", "--out", str(out), "--lr=1e-2", *flags], work_folder(out))
+    run_id = (work_folder(out) / "wandb_run_id").read_text().strip()
+    train_grpo.run(train_grpo.Config(out=out, resume=True, **settings))
+    # Both processes' runs carry the one id (two folders, or one when both started within the same second).
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs and all(r.name.endswith(f"-{run_id}") for r in runs), runs
+    logged = {int(row["train/global_step"]) for run in runs for run_file in run.glob("run-*.wandb")
+              for row in _wandb_history(run_file)[1] if "train/loss" in row}
+    assert set(range(step + 1, 5)) <= logged
+    assert "WANDB_RUN_ID" not in os.environ  # set for the run only

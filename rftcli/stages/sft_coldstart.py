@@ -14,7 +14,8 @@ Training rows come from
 Writes a PEFT LoRA adapter folder or, with `full`, a full model folder; either carries
 `rftcli_manifest.json` naming its base model, and `metrics.jsonl` with every logged step (training loss,
 and `eval_loss` on `eval_split`, always once at the end). `report_to tensorboard` also writes event files,
-live under `<out>.work/runs/` and kept in `<out>/runs/`; `report_to wandb` logs the run, named after `out`.
+live under `<out>.work/runs/` and kept in `<out>/runs/`; `report_to wandb` logs the run, named after `out`
+(a resumed run continues it).
 
 Several GPUs: the same command under `torchrun` or `accelerate launch` (recipes/accelerate/); only the main
 process writes the output, after gathering the weights where DeepSpeed ZeRO-3 shards them.
