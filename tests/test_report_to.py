@@ -75,6 +75,20 @@ def _assert_same(logged: dict[int, dict], reported: dict[int, dict]) -> None:
             assert reported[step][key] == pytest.approx(entry[key], rel=1e-6, abs=1e-9), (step, key)
 
 
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B in offline mode, writing under this test's folder. wandb keeps its settings (the folder among them)
+    in a process-wide singleton from the first run on: torn down around each test, it reads them anew."""
+    wandb = pytest.importorskip("wandb")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    monkeypatch.delenv("WANDB_RESUME", raising=False)
+    wandb.teardown()
+    yield tmp_path / "wandb"
+    wandb.teardown()
+
+
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory, dataset, tiny_model_dir) -> Path:
     folder = tmp_path_factory.mktemp("report")
@@ -104,15 +118,12 @@ def test_sft_reports_its_steps_to_tensorboard(tmp_path, dataset, tiny_model_dir)
     assert sorted(_steps(out)) == [1, 2]
 
 
-def test_online_grpo_reports_its_steps_to_an_offline_wandb_run(tmp_path, dataset, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+def test_online_grpo_reports_its_steps_to_an_offline_wandb_run(tmp_path, dataset, tiny_model_dir, offline_wandb):
     out = tmp_path / "online"
     train_grpo.run(train_grpo.Config(dataset=dataset, model=str(tiny_model_dir), out=out, num_generations=4,
                                      max_completion_length=6, batch_size=8, max_steps=2, logging_steps=1, limit=8,
                                      report_to="wandb"))
-    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    (run_file,) = offline_wandb.glob("offline-run-*/run-*.wandb")
     name, history = _wandb_history(run_file)
     assert name == "online"  # the run is named after --out
     reported = {int(row["train/global_step"]): {k.removeprefix("train/"): v for k, v in row.items()}
@@ -133,13 +144,9 @@ def test_a_missing_backend_is_named_before_anything_loads(tmp_path, scores, monk
     assert not (tmp_path / "o").exists()
 
 
-def test_a_resumed_run_logs_into_the_wandb_run_it_started(tmp_path, scores, tiny_model_dir, monkeypatch):
+def test_a_resumed_run_logs_into_the_wandb_run_it_started(tmp_path, scores, tiny_model_dir, offline_wandb):
     """Killed after its first checkpoint and resumed, a run keeps its W&B id (kept in the work folder): both
     processes' offline runs carry it, and the resumed one logs the steps after the checkpoint."""
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
-    monkeypatch.delenv("WANDB_RESUME", raising=False)
     settings = dict(rollouts=scores, model=str(tiny_model_dir), batch_size=8, max_steps=4, save_steps=2,
                     learning_rate=1e-2, logging_steps=1, report_to="wandb")
     out = tmp_path / "grpo"
@@ -148,7 +155,7 @@ def test_a_resumed_run_logs_into_the_wandb_run_it_started(tmp_path, scores, tiny
     run_id = (work_folder(out) / "wandb_run_id").read_text().strip()
     train_grpo.run(train_grpo.Config(out=out, resume=True, **settings))
     # Both processes' runs carry the one id (two folders, or one when both started within the same second).
-    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    runs = sorted(offline_wandb.glob("offline-run-*"))
     assert runs and all(r.name.endswith(f"-{run_id}") for r in runs), runs
     logged = {int(row["train/global_step"]) for run in runs for run_file in run.glob("run-*.wandb")
               for row in _wandb_history(run_file)[1] if "train/loss" in row}
