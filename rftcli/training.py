@@ -161,7 +161,7 @@ def common_args(output_dir: Path, *, seed: int, learning_rate: float, batch_size
                 dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
 
 
-def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -> Path:
+def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -> None:
     """Every logged step of a run as one JSON object per line in `metrics.jsonl`, and the TensorBoard event
     files the trainer wrote live under `<out>.work/runs/` (`--report-to tensorboard`) copied to `runs/`."""
     import shutil
@@ -172,7 +172,6 @@ def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -
             fh.write(json.dumps(dict(entry), sort_keys=True) + "\n")
     if (work / "runs").is_dir():
         shutil.copytree(work / "runs", folder / "runs")
-    return path
 
 
 def write_output(trainer: Any, processor: Any, work: WorkFolder, out: Path, manifest: dict[str, Any], args: Any, *,
@@ -209,20 +208,18 @@ def save_checkpoint(model: Any, processor: Any, folder: Path, manifest: dict[str
                     state_dict: dict[str, Any] | None = None) -> None:
     """Weights (full model or adapter) in safetensors, the processor with its chat template, the manifest.
     `state_dict`: the weights gathered beforehand where `model` holds only a shard (`gathered_state_dict`)."""
-    if state_dict is None:
-        model.save_pretrained(folder, safe_serialization=True)
-    elif "_weight_conversions" in vars(model):
-        # transformers' ZeRO-3 loading path records further key conversions (a prefix change, legacy renamings)
-        # whose reversal on save writes `model.model.*` names: the architecture's own mapping, which a model
-        # loaded on one process reverses, gives the usual Hub layout.
-        conversions = model._weight_conversions
+    # transformers' ZeRO-3 loading path records further key conversions (a prefix change, legacy renamings)
+    # whose reversal on save writes `model.model.*` names: the architecture's own mapping, which a model loaded
+    # on one process reverses, gives the usual Hub layout.
+    reset = state_dict is not None and "_weight_conversions" in vars(model)
+    conversions = model._weight_conversions if reset else None
+    if reset:
         model._weight_conversions = None
-        try:
-            model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
-        finally:
+    try:
+        model.save_pretrained(folder, safe_serialization=True, **({} if state_dict is None else {"state_dict": state_dict}))
+    finally:
+        if reset:
             model._weight_conversions = conversions
-    else:
-        model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     processor.save_pretrained(folder)
     write_checkpoint_manifest(folder, manifest)
 
@@ -354,14 +351,18 @@ def open_work_folder(out: Path, record: dict[str, Any], *, resume: bool, overwri
         log.info("%s: no complete checkpoint to resume from; starting at step 0", work)
     if work.exists():
         if checkpoint is not None and not overwrite:
-            raise FileExistsError(f"{work}: an interrupted run's checkpoints are here; pass --resume to continue "
-                                  "it or --overwrite to start over")
+            raise _interrupted_run(work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     tmp = work / f".{RUN_RECORD}.tmp"
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, work / RUN_RECORD)
     return WorkFolder(path=work, resume_from=None)
+
+
+def _interrupted_run(work: Path) -> FileExistsError:
+    return FileExistsError(f"{work}: an interrupted run's checkpoints are here; pass --resume to continue it or "
+                           "--overwrite to start over")
 
 
 def open_shared_work_folder(out: Path, record: dict[str, Any], args: Any, *, resume: bool,
@@ -373,8 +374,7 @@ def open_shared_work_folder(out: Path, record: dict[str, Any], args: Any, *, res
     else:
         path = work_folder(out)
         if latest_checkpoint(path) is not None and not overwrite:
-            raise FileExistsError(f"{path}: an interrupted run's checkpoints are here; pass --resume to continue "
-                                  "it or --overwrite to start over")
+            raise _interrupted_run(path)
         work = WorkFolder(path=path, resume_from=None)
     barrier(args)
     return work
