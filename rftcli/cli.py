@@ -166,7 +166,7 @@ def prepare_data(
         "images with a labels file, the Geometry3K folder."))] = None,
     format: Annotated[str, typer.Option(
         "--format", help="Input layout: auto, rows, llava, mathvista, geometry3k, clevr, refcoco, scienceqa, aokvqa, "
-        "chartqa, vqa.")] = PD.format,
+        "chartqa, vqa, mmbench, ai2d, wemath, ocrbench.")] = PD.format,
     num: Annotated[int, typer.Option(help="Rows to generate for --task.")] = PD.num,
     task_options: Annotated[list[str] | None, typer.Option(
         "--task-option", help="Task knob key=value, repeatable (see each task's docstring).")] = None,

@@ -19,6 +19,28 @@ checked against the public schema rather than our own fixtures. Sources:
                    lmms-lab/multimodal-open-r1-8k-verified (image, problem, solution, original_*),
                    TIGER-Lab/ViRL39K README (answers all in \\boxed{}), FanqingM/MMK12 (id, subject,
                    image, question with options inline, answer letter or value)
+    MMBench        VLMEvalKit MMBench_DEV_EN.tsv (index, question, hint, A-D, answer, category, base64 image,
+                   source, l2-category, comment, split; a circular copy's image given as another row's index);
+                   lmms-lab/MMBench card (image struct, L2-category, "nan" text for missing cells); VLMEvalKit
+                   and lmms-eval mmbench prompts ("Hint: ...\nQuestion: ...", options A. ...)
+    MMMU           MMMU/MMMU features (id, question with <image N>, options as the text of a list,
+                   explanation, image_1..image_7, img_type, answer, topic_difficulty, question_type, subfield)
+    MMStar         Lin-Chen/MMStar features (index, question with "Options: A: ..., B: ...", image, answer,
+                   category, l2_category, meta_info struct)
+    AI2D           lmms-lab/ai2d features (question, options, answer: the index as a string, image);
+                   lmms-eval tasks/ai2d/utils.py (target = options[int(answer)])
+    MME, POPE      lmms-lab/MME (question_id shared by an image's two questions, answer Yes/No, category),
+                   lmms-lab/POPE (id, question_id, question, answer yes/no, image_source, image, category)
+    RealWorldQA    xai-org/RealworldQA (image, question listing "A. ..." options, answer letter or value)
+    We-Math        We-Math testmini.json and the We-Math/We-Math Hub rows (ID, split, knowledge concept,
+                   question, option "A. ...; B. ...", answer letter, image_path, key)
+    OCRBench       echo840/OCRBench features (dataset, question, question_type, answer: list of strings,
+                   image); the GitHub OCRBench.json (dataset_name, id, image_path, question, answers, type)
+    MM-Eureka      FanqingM/MM-Eureka-Dataset JSONL (message: the JSON text of a chat list with file://
+                   image parts, answer)
+    R1 math sets   leonardPKU/GEOQA_R1V_Train_8K (image, problem, solution <answer>), russwang/ThinkLite-VL-70k
+                   (problem, answer, image), hiyouga/geometry3k as EasyR1 first published it (images,
+                   problem "<image>...", answer value)
 """
 
 from __future__ import annotations
@@ -259,9 +281,10 @@ def test_mathverse_testmini_inline_options_and_text_only_version(tmp_path):
     result, out = convert(tmp_path, src)
     assert result.layout == "rows"
     a, b = out
-    assert (a["answer"], a["answer_type"], a["choices"]) == ("B", "choice", None)
+    # the options listed inline become the choices; the prompt keeps MathVerse's own listing
+    assert (a["answer"], a["answer_type"], a["choices"]) == ("B", "choice", ["145°", "135°", "125°", "115°"])
     assert a["prompt"] == rows[0]["question"] and pixel(a) == RED
-    assert (b["answer"], b["answer_type"], b["images"]) == ("4", "number", [])
+    assert (b["answer"], b["answer_type"], b["images"], b["choices"]) == ("4", "number", [], None)
     m = meta(a)
     assert (m["sample_index"], m["problem_version"], m["question_type"], m["subject"], m["split"]) == (
         "1", "Text Dominant", "multi-choice", "Plane Geometry", "testmini")
@@ -418,3 +441,287 @@ def test_vqav2_textvqa_and_docvqa_answer_lists(tmp_path):
     bad.write_text(json.dumps({**docvqa, "answers": [{"text": "0.28"}]}) + "\n")
     with pytest.raises(BadRow, match=r"bad.jsonl: line 1, column 'answers': expected answer strings"):
         run(Config(out=tmp_path / "x.parquet", input=bad))
+
+
+# ---------------------------------------------------------------- multimodal benchmarks: options in columns or text
+
+MMBENCH_COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
+                   "l2-category", "comment", "split"]
+
+
+def write_tsv(path: Path, columns: list[str], rows: list[dict]) -> Path:
+    """A VLMEvalKit TSV as pandas writes it: tab-separated, a missing cell empty."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, columns, delimiter="\t")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return path
+
+
+def b64(color) -> str:
+    import base64
+
+    return base64.b64encode(png(color)).decode()
+
+
+def test_mmbench_vlmevalkit_tsv_option_columns_hint_and_shared_images(tmp_path):
+    common = {"category": "physical_property_reasoning", "source": "scienceqa",
+              "l2-category": "physical_relation", "comment": None, "split": "dev"}
+    rows = [{**common, "index": 0, "question": "Which of these states is farthest north?",
+             "hint": "Look at the map.", "A": "West Virginia", "B": "Louisiana", "C": None, "D": None,
+             "answer": "A", "image": b64(RED)},
+            {**common, "index": 1, "question": "What is the color of the square?", "hint": None, "A": "red",
+             "B": "green", "C": "blue", "D": "yellow", "answer": "C", "image": b64(BLUE)},
+            # a circular copy: the options rotated, the image given as the index of the row that holds it
+            {**common, "index": 1000000, "question": "Which of these states is farthest north?",
+             "hint": "Look at the map.", "A": "Louisiana", "B": "West Virginia", "C": None, "D": None,
+             "answer": "B", "image": "0"}]
+    src = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", MMBENCH_COLUMNS, rows)
+    result, out = convert(tmp_path, src)
+    assert result.layout == "mmbench" and [r["id"] for r in out] == ["0", "1", "1000000"]
+    a, b, c = out
+    assert a["prompt"] == ("Hint: Look at the map.\nQuestion: Which of these states is farthest north?\n"
+                           "A. West Virginia\nB. Louisiana")
+    assert (a["choices"], a["answer"], a["answer_type"], a["task"]) == (
+        ["West Virginia", "Louisiana"], "A", "choice", "mmbench")
+    assert b["prompt"] == "What is the color of the square?\nA. red\nB. green\nC. blue\nD. yellow"
+    assert (b["answer"], pixel(b)) == ("C", BLUE)
+    assert (c["choices"], c["answer"], pixel(c)) == (["Louisiana", "West Virginia"], "B", RED)
+    m = meta(a)
+    assert m == {"category": "physical_property_reasoning", "source": "scienceqa",
+                 "l2-category": "physical_relation", "source_split": "dev"}
+
+    # lmms-lab/MMBench (en): an image struct, "nan" text for a missing option, hint or comment
+    schema = pa.schema([("index", pa.int64()), ("question", pa.string()), ("hint", pa.string()),
+                        ("answer", pa.string())] + [(k, pa.string()) for k in "ABCD"] +
+                       [("category", pa.string()), ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                        ("source", pa.string()), ("L2-category", pa.string()), ("comment", pa.string()),
+                        ("split", pa.string())])
+    hub = [{"index": 241, "question": "What is the main color of the object?", "hint": "nan", "answer": "B",
+            "A": "red", "B": "blue", "C": "nan", "D": "nan", "category": "attribute_recognition",
+            "image": hf_image(GREEN), "source": "MMBench", "L2-category": "finegrained_perception (instance-level)",
+            "comment": "nan", "split": "dev"}]
+    src = write_parquet(tmp_path / "dev-00000-of-00001.parquet", hub, schema)
+    result, out = convert(tmp_path, src)
+    row = out[0]
+    assert (result.layout, row["id"], row["answer"], row["choices"]) == ("mmbench", "241", "B", ["red", "blue"])
+    assert row["prompt"] == "What is the main color of the object?\nA. red\nB. blue" and pixel(row) == GREEN
+    assert "comment" not in meta(row) and meta(row)["L2-category"] == "finegrained_perception (instance-level)"
+
+    bad = write_tsv(tmp_path / "bad.tsv", MMBENCH_COLUMNS, [{**rows[1], "B": None}])
+    with pytest.raises(BadRow, match=r"bad.tsv: line 2, column 'C': option C is given but option B is empty"):
+        run(Config(out=tmp_path / "x.parquet", input=bad))
+    lost = write_tsv(tmp_path / "lost.tsv", MMBENCH_COLUMNS, [rows[2]])
+    with pytest.raises(BadRow, match=r"lost.tsv: line 2, column 'image': image holds '0', the index of another row"):
+        run(Config(out=tmp_path / "y.parquet", input=lost))
+
+
+MMMU_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+MMMU_SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("options", pa.string()),
+                         ("explanation", pa.string())] + [(f"image_{i}", MMMU_IMAGE) for i in range(1, 8)] +
+                        [("img_type", pa.string()), ("answer", pa.string()), ("topic_difficulty", pa.string()),
+                         ("question_type", pa.string()), ("subfield", pa.string())])
+
+
+def test_mmmu_options_as_text_numbered_images_and_open_questions(tmp_path):
+    no_images = {f"image_{i}": None for i in range(1, 8)}
+    rows = [{**no_images, "id": "validation_Accounting_1", "image_1": hf_image(RED),
+             "question": "<image 1> Baxter Company has a relevant range of production. What is the total cost?",
+             "options": "['$6', '$7', '$8']", "explanation": "", "img_type": "['Tables']", "answer": "B",
+             "topic_difficulty": "Medium", "question_type": "multiple-choice", "subfield": "Managerial Accounting"},
+            {**no_images, "id": "validation_Art_2", "image_1": hf_image(BLUE), "image_2": hf_image(GREEN),
+             "question": "Which painting is older?", "options": "['<image 1>', '<image 2>']", "explanation": "",
+             "img_type": "['Paintings']", "answer": "A", "topic_difficulty": "Easy",
+             "question_type": "multiple-choice", "subfield": "Fine Arts"},
+             {**no_images, "id": "validation_Math_3", "image_1": hf_image(GREEN),
+              "question": "In <image 1>, AB = 14 and M is the midpoint of AB. How long is AM?", "options": "[]",
+              "explanation": "AM = AB / 2.", "img_type": "['Diagrams']", "answer": "7", "topic_difficulty": "Hard",
+              "question_type": "open", "subfield": "Geometry"}]
+    src = write_parquet(tmp_path / "validation-00000-of-00001.parquet", rows, MMMU_SCHEMA)
+    result, out = convert(tmp_path, src)
+    assert result.layout == "rows" and [r["id"] for r in out] == [r["id"] for r in rows]
+    a, b, c = out
+    # numbered placeholders stay: they say which picture the text (or an option) means
+    assert a["prompt"] == rows[0]["question"] + "\nA. $6\nB. $7\nC. $8"
+    assert (a["choices"], a["answer"], a["answer_type"]) == (["$6", "$7", "$8"], "B", "choice")
+    assert (b["choices"], b["answer"], len(b["images"])) == (["<image 1>", "<image 2>"], "A", 2)
+    assert (pixel(b, 0), pixel(b, 1)) == (BLUE, GREEN)
+    assert (c["choices"], c["answer"], c["answer_type"], c["prompt"]) == (None, "7", "number", rows[2]["question"])
+    m = meta(a)
+    assert (m["img_type"], m["topic_difficulty"], m["question_type"], m["subfield"]) == (
+        "['Tables']", "Medium", "multiple-choice", "Managerial Accounting")
+    assert not any(k.startswith("image_") for k in m) and meta(c)["explanation"] == "AM = AB / 2."
+
+
+def test_mmstar_options_inline_in_the_question(tmp_path):
+    schema = pa.schema([("index", pa.int64()), ("question", pa.string()), ("image", MMMU_IMAGE),
+                        ("answer", pa.string()), ("category", pa.string()), ("l2_category", pa.string()),
+                        ("meta_info", pa.struct([("source", pa.string()), ("split", pa.string()),
+                                                 ("image_path", pa.string())]))])
+    question = ("Which option describe the object relationship in the image correctly?\nOptions: A: The suitcase is "
+                "on the book., B: The suitcase is beneath the cat., C: The suitcase is beside the book., D: The "
+                "suitcase is beneath the bed.")
+    rows = [{"index": 0, "question": question, "image": hf_image(RED), "answer": "A",
+             "category": "coarse perception", "l2_category": "image scene and topic",
+             "meta_info": {"source": "MMBench", "split": "val", "image_path": "images/0.jpg"}}]
+    src = write_parquet(tmp_path / "val-00000-of-00001.parquet", rows, schema)
+    result, out = convert(tmp_path, src)
+    row = out[0]
+    assert result.layout == "rows" and row["prompt"] == question and pixel(row) == RED
+    assert row["choices"] == ["The suitcase is on the book.", "The suitcase is beneath the cat.",
+                              "The suitcase is beside the book.", "The suitcase is beneath the bed."]
+    assert (row["answer"], row["answer_type"]) == ("A", "choice")
+    m = meta(row)
+    assert (m["index"], m["category"], m["l2_category"], m["meta_info"]["source"]) == (
+        0, "coarse perception", "image scene and topic", "MMBench")
+
+
+def test_ai2d_answer_index_as_text(tmp_path):
+    schema = pa.schema([("question", pa.string()), ("options", pa.list_(pa.string())), ("answer", pa.string()),
+                        ("image", MMMU_IMAGE)])
+    rows = [{"question": "Which of these define dairy item", "options": ["c", "D", "b", "a"], "answer": "1",
+             "image": hf_image(RED)},
+            # numeric options: "0" is the index of "3", not an option's text
+            {"question": "How many stages are shown?", "options": ["3", "0", "5", "4"], "answer": "0",
+             "image": hf_image(BLUE)}]
+    src = write_parquet(tmp_path / "test-00000-of-00001.parquet", rows, schema)
+    result, out = convert(tmp_path, src)
+    assert result.layout == "ai2d" and [r["task"] for r in out] == ["ai2d"] * 2
+    assert [(r["answer"], r["answer_type"]) for r in out] == [("B", "choice"), ("A", "choice")]
+    assert out[0]["prompt"] == "Which of these define dairy item\nA. c\nB. D\nC. b\nD. a"
+    assert out[0]["choices"] == ["c", "D", "b", "a"] and meta(out[1]) == {"answer_index": 0}
+    assert pixel(out[1]) == BLUE
+
+
+def test_plain_rows_whose_answer_is_an_option_text_are_not_taken_for_ai2d(tmp_path):
+    # The same four columns as lmms-lab/ai2d, but the answer is the text of an option ("3" among "2", "3",
+    # "4"), as a plain rows file writes it: matched by text (B), not read as an index (D, out of range).
+    src = tmp_path / "counts.jsonl"
+    src.write_text(json.dumps({"question": "How many cubes?", "options": ["2", "3", "4"], "answer": "3",
+                               "image": ""}) + "\n")
+    result, out = convert(tmp_path, src)
+    assert result.layout == "rows"
+    assert (out[0]["answer"], out[0]["answer_type"], out[0]["choices"]) == ("B", "choice", ["2", "3", "4"])
+
+def test_mme_pope_and_realworldqa_yes_no_and_listed_options(tmp_path):
+    # lmms-lab/MME: two questions per image share a question_id (the image's path)
+    mme = [{"question_id": "code_reasoning/0020.png", "image": hf_image(RED),
+            "question": "Is a c++ code shown in the picture? Please answer yes or no.", "answer": "Yes",
+            "category": "code_reasoning"},
+           {"question_id": "code_reasoning/0020.png", "image": hf_image(RED),
+            "question": "Is a python code shown in the picture? Please answer yes or no.", "answer": "No",
+            "category": "code_reasoning"}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "test-00000-of-00004.parquet", mme))
+    assert result.layout == "rows" and len({r["id"] for r in out}) == 2
+    assert [(r["answer"], r["answer_type"]) for r in out] == [("Yes", "text"), ("No", "text")]
+    assert out[0]["prompt"] == mme[0]["question"] and out[0]["choices"] is None
+    assert meta(out[0]) == {"question_id": "code_reasoning/0020.png", "category": "code_reasoning"}
+
+    # lmms-lab/POPE
+    pope = [{"id": "0", "question_id": "1", "question": "Is there a snowboard in the image?", "answer": "yes",
+             "image_source": "COCO_val2014_000000310196", "image": hf_image(BLUE), "category": "adversarial"}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "pope.parquet", pope))
+    row = out[0]
+    assert (result.layout, row["id"], row["answer"], row["answer_type"], pixel(row)) == ("rows", "0", "yes", "text", BLUE)
+    assert meta(row) == {"question_id": "1", "image_source": "COCO_val2014_000000310196", "category": "adversarial"}
+
+    # xai-org/RealworldQA: options listed in the question, or a free-form answer
+    rwqa = [{"image": hf_image(GREEN), "question": "Which object is closer?\nA. The car\nB. The truck\nPlease answer "
+             "directly with only the letter of the correct option and nothing else.", "answer": "B"},
+            {"image": hf_image(GREEN), "question": "How many lanes are there? Please answer directly with a single "
+             "word or number.", "answer": "3"}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "rwqa.parquet", rwqa))
+    assert [(r["answer"], r["answer_type"], r["choices"]) for r in out] == [
+        ("B", "choice", ["The car", "The truck"]), ("3", "number", None)]
+    assert out[0]["prompt"] == rwqa[0]["question"]
+
+
+def test_wemath_option_text_and_image_path(tmp_path):
+    record = {"ID": "3steps_1", "split": "testmini", "knowledge concept": "Properties and Understanding of Squares",
+              "question": "As shown in the figure, the perimeter of the square is 32. What is its side length?",
+              "option": "A. 6; B. 8; C. 10; D. 12; E. No correct answer", "answer": "B",
+              "image_path": "3steps_1.png", "key": "3steps_1-1", "question number": 1,
+              "knowledge concept description": "A square has four equal sides."}
+    (tmp_path / "3steps_1.png").write_bytes(png(RED))
+    src = tmp_path / "testmini.json"
+    src.write_text(json.dumps([record, {**record, "key": "3steps_1-2", "answer": "E"}]))
+    result, out = convert(tmp_path, src)
+    row = out[0]
+    assert result.layout == "wemath" and row["task"] == "wemath" and len({r["id"] for r in out}) == 2
+    assert row["choices"] == ["6", "8", "10", "12", "No correct answer"]
+    assert row["prompt"] == record["question"] + "\nA. 6\nB. 8\nC. 10\nD. 12\nE. No correct answer"
+    assert [(r["answer"], r["answer_type"]) for r in out] == [("B", "choice"), ("E", "choice")]
+    assert pixel(row) == RED and row["images"][0]["path"] == "3steps_1.png"
+    m = meta(row)
+    assert (m["ID"], m["key"], m["knowledge concept"], m["source_split"]) == (
+        "3steps_1", "3steps_1-1", "Properties and Understanding of Squares", "testmini")
+    # the Hub Parquet holds the picture in image_path
+    hub = [{**record, "image_path": hf_image(BLUE)}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "testmini-00000-of-00001.parquet", hub))
+    assert (result.layout, out[0]["answer"], pixel(out[0])) == ("wemath", "B", BLUE)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**record, "option": "six or eight"}) + "\n")
+    with pytest.raises(BadRow, match=r"bad.jsonl: line 1, column 'option': expected the options"):
+        run(Config(out=tmp_path / "x.parquet", input=bad))
+
+
+def test_ocrbench_accepted_answer_lists(tmp_path):
+    schema = pa.schema([("dataset", pa.string()), ("question", pa.string()), ("question_type", pa.string()),
+                        ("answer", pa.list_(pa.string())), ("image", MMMU_IMAGE)])
+    rows = [{"dataset": "IIIT5K", "question": "what is written in the image?",
+             "question_type": "Regular Text Recognition", "answer": ["CHOICE"], "image": hf_image(RED)},
+            {"dataset": "ChartQA", "question": "How many bars are there?", "question_type": "Doc-oriented VQA",
+             "answer": ["3", "three"], "image": hf_image(BLUE)}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "test-00000-of-00001.parquet", rows, schema))
+    assert result.layout == "ocrbench" and [r["task"] for r in out] == ["ocrbench"] * 2
+    assert [(r["answer"], r["answer_type"]) for r in out] == [("CHOICE", "text"), ("3", "number")]
+    assert meta(out[1]) == {"answers": ["3", "three"], "dataset": "ChartQA", "question_type": "Doc-oriented VQA"}
+    # the GitHub release: OCRBench.json, answers as text or a list, image_path under OCRBench_Images/
+    (tmp_path / "OCRBench_Images" / "IIIT5K").mkdir(parents=True)
+    (tmp_path / "OCRBench_Images" / "IIIT5K" / "1_1.png").write_bytes(png(GREEN))
+    release = [{"dataset_name": "IIIT5K", "id": 0, "image_path": "IIIT5K/1_1.png",
+                "question": "what is written in the image?", "answers": "CHOICE", "type": "Regular Text Recognition"}]
+    src = tmp_path / "OCRBench.json"
+    src.write_text(json.dumps(release))
+    result, out = convert(tmp_path, src, image_root=tmp_path / "OCRBench_Images")
+    assert (result.layout, out[0]["answer"], pixel(out[0])) == ("ocrbench", "CHOICE", GREEN)
+    assert meta(out[0])["answers"] == ["CHOICE"] and meta(out[0])["id"] == 0
+
+
+def test_mm_eureka_message_text_and_r1_math_sets(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "1.png").write_bytes(png(RED))
+    # FanqingM/MM-Eureka-Dataset: the conversation as the JSON text of a message list, file:// image paths
+    message = [{"role": "user", "content": [{"type": "image", "image": f"file://{tmp_path / 'images' / '1.png'}"},
+                                            {"type": "text", "text": "<image>\nWhat is the value of x?"}]}]
+    eureka = {"id": "1", "message": json.dumps(message), "answer": "\\boxed{3}"}
+    src = tmp_path / "mm_eureka.jsonl"
+    src.write_text(json.dumps(eureka) + "\n")
+    result, out = convert(tmp_path, src)
+    row = out[0]
+    assert (result.layout, row["prompt"], row["answer"], row["answer_type"], pixel(row)) == (
+        "llava", "What is the value of x?", "3", "number", RED)
+    assert row["id"] == "1" and meta(row) == {"raw_answer": "\\boxed{3}"}
+
+    # R1-V leonardPKU/GEOQA_R1V_Train_8K: problem, solution with the answer in tags
+    geoqa = [{"image": hf_image(BLUE), "problem": "As shown in the figure, AB ∥ CD, angle 1 = 50°. What is angle 2?",
+              "solution": "<answer>130</answer>"}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "geoqa.parquet", geoqa))
+    assert (result.layout, out[0]["answer"], out[0]["answer_type"], meta(out[0])) == ("rows", "130", "number", {})
+
+    # russwang/ThinkLite-VL-70k: problem (options listed), answer, image
+    thinklite = [{"problem": "What is shown?\nChoices:\nA. a cat\nB. a dog", "answer": "B", "image": hf_image(GREEN)},
+                 {"problem": "How many apples are there?", "answer": "4", "image": hf_image(GREEN)}]
+    _, out = convert(tmp_path, write_parquet(tmp_path / "thinklite.parquet", thinklite))
+    assert [(r["answer"], r["answer_type"], r["choices"]) for r in out] == [
+        ("B", "choice", ["a cat", "a dog"]), ("4", "number", None)]
+    assert out[0]["prompt"] == thinklite[0]["problem"]
+
+    # hiyouga/geometry3k as EasyR1 first published it: images list, "<image>" in the problem, answer value
+    schema = pa.schema([("images", pa.list_(MMMU_IMAGE)), ("problem", pa.string()), ("answer", pa.string())])
+    easyr1 = [{"images": [hf_image(RED)], "problem": "<image>Find x. Round to the nearest tenth.", "answer": "7.4"}]
+    result, out = convert(tmp_path, write_parquet(tmp_path / "train-00000-of-00001.parquet", easyr1, schema))
+    assert (result.layout, out[0]["prompt"], out[0]["answer"], out[0]["answer_type"], pixel(out[0])) == (
+        "rows", "Find x. Round to the nearest tenth.", "7.4", "number", RED)

@@ -9,7 +9,8 @@ Two questions, answered separately:
                or a DatasetDict), an image folder with a labels file, the InterGPS Geometry3K folder.
     layout     which adapter turns one record into dataset columns; `--format`, or detected from the
                first readable record when exactly one layout fits it:
-               rows        prompt/question/problem, answer, images ... (the plain layout)
+               rows        prompt/question/problem, answer, images ... (the plain layout; also MMMU,
+                           MathVerse, MMStar, MME, POPE, RealWorldQA and the R1 sets as published)
                llava       LLaVA `conversations`, or role/content `messages` (LLaMA-Factory sharegpt,
                            TRL chat data, content as text or typed parts); the first exchange
                mathvista   MathVista (pid, question, choices, answer, question_type, answer_type, precision ...)
@@ -20,6 +21,11 @@ Two questions, answered separately:
                aokvqa      A-OKVQA (question, choices, correct_choice_idx, direct_answers, rationales)
                chartqa     ChartQA as HuggingFaceM4 and the GitHub release write it (query, label)
                vqa         VQAv2, TextVQA, DocVQA, VizWiz, OK-VQA (question, answers from several annotators)
+               mmbench     MMBench and VLMEvalKit's other multiple-choice TSVs, lmms-lab/MMBench (question,
+                           hint, one column per option A, B, C ..., answer letter, image base64 or struct)
+               ai2d        lmms-lab/ai2d (question, options, answer = index of the right option, as text)
+               wemath      We-Math (question, option "A. x; B. y", answer letter, image_path)
+               ocrbench    OCRBench (question, a list of accepted answers, question_type, dataset)
 
 Every reader streams (memory does not grow with the file) and yields `Record`s; a line that cannot be
 parsed becomes a `Record` carrying a `BadRow`, so `--skip-bad` can reject it and go on. An adapter
@@ -114,14 +120,30 @@ class Input:
 
 def layouts() -> dict[str, Any]:
     """Adapter modules by --format name, in detection order."""
-    from rftcli.formats import aokvqa, chartqa, clevr, geometry3k, llava, mathvista, refcoco, rows, scienceqa, vqa
+    from rftcli.formats import (
+        ai2d,
+        aokvqa,
+        chartqa,
+        clevr,
+        geometry3k,
+        llava,
+        mathvista,
+        mmbench,
+        ocrbench,
+        refcoco,
+        rows,
+        scienceqa,
+        vqa,
+        wemath,
+    )
 
     return {"llava": llava, "mathvista": mathvista, "clevr": clevr, "refcoco": refcoco, "geometry3k": geometry3k,
-            "scienceqa": scienceqa, "aokvqa": aokvqa, "chartqa": chartqa, "vqa": vqa, "rows": rows}
+            "scienceqa": scienceqa, "aokvqa": aokvqa, "chartqa": chartqa, "vqa": vqa, "mmbench": mmbench,
+            "ai2d": ai2d, "wemath": wemath, "ocrbench": ocrbench, "rows": rows}
 
 
 FORMATS = ("auto", "rows", "llava", "mathvista", "geometry3k", "clevr", "refcoco", "scienceqa", "aokvqa", "chartqa",
-           "vqa")
+           "vqa", "mmbench", "ai2d", "wemath", "ocrbench")
 
 
 def detect_layout(record: dict[str, Any], source: str) -> str:

@@ -17,6 +17,10 @@ answer from `completion` (its first answer turn, or text), else `answer`, else `
 Sample (JSON array, as LLaVA-Instruct publishes it):
     [{"id": "000000033471", "image": "coco/train2017/000000033471.jpg",
       "conversations": [{"from": "human", "value": "<image>\\nWhat color is the bus?"}, {"from": "gpt", "value": "White"}]}]
+MM-Eureka (FanqingM/MM-Eureka-Dataset) and OpenRLHF multimodal JSONL write the conversation as the JSON
+text of a message list in `message`, with image parts holding paths (file:// URIs too), and the
+answer in `answer`.
+
 Sample (LLaMA-Factory data/mllm_demo.json):
     [{"messages": [{"content": "<image>Who are they?", "role": "user"},
                    {"content": "They're Kane and Gretzka from Bayern Munich.", "role": "assistant"}],
@@ -25,6 +29,7 @@ Sample (LLaMA-Factory data/mllm_demo.json):
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -54,13 +59,26 @@ def _chat(value: Any, role_keys: tuple[str, ...] = ("from", "role")) -> bool:
             and any(k in value[0] for k in role_keys))
 
 
+def _turns(value: Any) -> Any:
+    """A conversation as a list: MM-Eureka / OpenRLHF write `message` as the JSON text of one."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
 def turns_key(record: dict[str, Any]) -> str | None:
-    """The column holding the conversation: conversations, messages, or a conversational prompt."""
+    """The column holding the conversation: conversations, messages (or MM-Eureka's `message`, a list or
+    its JSON text), or a conversational prompt."""
     turns = record.get("conversations")
     if isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict):
         return "conversations"
     if _chat(record.get("messages")):
         return "messages"
+    if _chat(_turns(record.get("message")), ("role",)):
+        return "message"
     if _chat(record.get("prompt"), ("role",)):
         return "prompt"
     return None
@@ -84,7 +102,8 @@ def _content(value: Any, images: list[Any]) -> Any:
         if part.get("type") == "text" and isinstance(part.get("text"), str) and part["text"].strip():
             texts.append(part["text"].strip())
         elif part.get("type") == "image" and part.get("image") is not None:
-            images.append(part["image"])
+            image = part["image"]  # a path may be a file:// URI (MM-Eureka)
+            images.append(image[len("file://"):] if isinstance(image, str) and image.startswith("file://") else image)
     return "\n".join(texts)
 
 
@@ -110,7 +129,10 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     row = dict(record)
     key = turns_key(row) or "conversations"
     inline: list[Any] = []
-    turns = [_turn(t, where, key, inline) for t in row.pop(key, None) or []]
+    turns = _turns(row.pop(key, None)) or []
+    if not isinstance(turns, list):
+        raise BadRow(where, "expected a list of turns (or the JSON text of one)", column=key)
+    turns = [_turn(t, where, key, inline) for t in turns]
     system = next((text for who, text in turns if who == "system"), None)
     talk = [(who, text) for who, text in turns if who != "system"]
     first_user = next((i for i, (who, _) in enumerate(talk) if who in _USER), None)

@@ -1,7 +1,9 @@
 """Prompt building and answer normalisation, the same for every input layout.
 
 Prompt, in this order:
-    1. `<image>` placeholders (LLaVA, hiyouga/geometry3k) are removed: images go before the text.
+    1. `<image>` placeholders (LLaVA, hiyouga/geometry3k) are removed: images go before the text (the
+       chat template places them). Numbered references (MMMU's `<image 1>`, `<image 2>`) stay as written:
+       they say which picture a sentence or an option means, and the images are stored in number order.
     2. Multiple choice: when the prompt does not already list every option, they are added on their own
        lines as "A. first", "B. second", ...
     3. The instruction: a named template (`--instruction think|answer|boxed|none`) or your own text.

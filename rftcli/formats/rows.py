@@ -11,7 +11,11 @@
                                        empty one is no image. A `decoded_image` holding the image
                                        (MathVista/MathVision Hub rows) is used instead of an `image` path
     video                              optional path: frames are sampled into `images` (--video-frames)
-    choices (or options)               optional list of option texts (or the text of one, as MMMU writes it)
+    choices (or options)               optional list of option texts (or the text of one, as MMMU writes it).
+                                       Without them, options the question lists itself ("Choices:\nA:145°\nB:..."
+                                       as MathVerse, "Options: A: ..., B: ..." as MMStar, "A. x" lines) become the
+                                       choices when the answer is an option letter or question_type says
+                                       multi-choice; the prompt keeps its own listing
     id, task, system, answer_type, reasoning, response: optional; a `split` is kept as
     metadata.source_split (splits come from the id hash); other fields go to metadata
 
@@ -19,9 +23,11 @@ Sample (JSONL):
     {"id": "q1", "question": "How many apples?", "image": "imgs/1.jpg", "answer": 3}
     {"prompt": "Which is larger?", "choices": ["7", "9"], "answer": "9", "images": ["a.png", "b.png"]}
 Published layouts this reads as they are: MathVision (question, options, decoded_image, answer letter or
-value), MathVerse (question with its options inline, answer letter or value), R1-V / multimodal-open-r1
+value), MathVerse and MMStar (question with its options inline, answer letter or value), MMMU (options as
+the text of a list, image_1..image_7, `<image 1>` references kept), R1-V / GeoQA / multimodal-open-r1
 (problem, solution "<answer> 3 </answer>"), ViRL39K (question, answer "\\boxed{3}", image paths), MMK12,
-lmms-lab/ChartQA (question, answer).
+ThinkLite-VL (problem, answer, image), EasyR1's hiyouga/geometry3k (images, problem "<image>...", answer),
+MME and POPE (question, answer Yes/No), RealWorldQA, lmms-lab/ChartQA (question, answer).
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ KNOWN = ("id", "task", "system", "prompt", "images", "answer", "answer_type", "c
          "metadata", "split")
 _NUMBERED_IMAGE = re.compile(r"image_?(\d+)")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_OPTIONS_HEADER = re.compile(r"(?:^|\n)[ \t]*(?:Options|Choices)[ \t]*:[ \t]*\n?", re.IGNORECASE)
+_FIRST_LABEL = re.compile(r"(?m)^[ \t]*\(?A[.):]")
+_HEADED_LABEL = re.compile(r"[ \t]*\(?A[.):]")
+_MULTI_CHOICE = {"multi-choice", "multi_choice", "multiple-choice", "multiple_choice", "multiple choice"}
 
 
 def detect(record: dict[str, Any]) -> bool:
@@ -121,6 +132,56 @@ def text_list(value: Any) -> Any:
             if isinstance(parsed, list):
                 return parsed
     return value
+
+
+def _next_label(letter: str) -> re.Pattern[str]:
+    """Option `letter`'s label after an earlier option: on a new line, after a comma or semicolon, or "(B)"."""
+    return re.compile(rf"(?:\n[ \t]*|[,;][ \t]*)\(?{letter}[.):]|[ \t]\({letter}\)")
+
+
+def inline_choices(text: Any) -> list[str] | None:
+    """The options a question lists itself, in order from A: after an "Options:" / "Choices:" header
+    (MMStar's "Options: A: x, B: y", MathVerse's "Choices:\nA:x\nB:y"), or from a line starting with
+    "A." / "A:" / "(A)" (one option a line, or "A. x; B. y" as We-Math writes its `option`). The last
+    option ends with its line. None unless at least two non-empty options are found."""
+    if not isinstance(text, str):
+        return None
+    headers = list(_OPTIONS_HEADER.finditer(text))
+    first = _HEADED_LABEL.match(text, headers[-1].end()) if headers else _FIRST_LABEL.search(text)
+    if first is None:
+        return None
+    options, pos = [], first.end()
+    for letter in _LETTERS[1:]:
+        label = _next_label(letter).search(text, pos)
+        line_end = text.find("\n", pos)
+        if label is not None and 0 <= line_end < label.start() and text[line_end:label.start()].strip():
+            label = None  # other text comes first: the options ended with their line
+        end = label.start() if label is not None else line_end if line_end >= 0 else len(text)
+        options.append(text[pos:end].strip().rstrip(",;").strip())
+        if label is None:
+            break
+        pos = label.end()
+    return options if len(options) >= 2 and all(options) else None
+
+
+def _letter_answer(answer: Any) -> str | None:
+    """The answer when it is one option letter ("B", "(B)", "\\boxed{B}"), else None."""
+    if not isinstance(answer, str):
+        return None
+    text = (last_boxed(answer) or answer).strip().strip("().").strip()
+    return text if len(text) == 1 and text in _LETTERS else None
+
+
+def listed_choices(prompt: Any, answer: Any, question_type: Any = None) -> list[str] | None:
+    """The options listed in `prompt`, for a row whose answer is an option letter or whose question_type
+    says multiple choice; None when there are none, or when the answer letter is not among them."""
+    letter = _letter_answer(answer)
+    if letter is None and str(question_type or "").strip().lower() not in _MULTI_CHOICE:
+        return None
+    found = inline_choices(prompt)
+    if found is None or (letter is not None and _LETTERS.index(letter) >= len(found)):
+        return None
+    return found
 
 
 def choices_list(value: Any, where: Where, column: str = "choices") -> list[str] | None:
@@ -224,6 +285,8 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
             row.pop("solution")  # nothing but the answer
     if row.get("choices") is None and "options" in row:
         row["choices"] = row.pop("options")
+    if choices_list(row.get("choices"), where) is None:
+        row["choices"] = listed_choices(prompt, answer, row.get("question_type"))
     decoded = row.pop("decoded_image", None)
     if isinstance(decoded, dict) and decoded.get("bytes"):
         if not decoded.get("path") and isinstance(row.get("image"), str):

@@ -33,8 +33,10 @@ _DROP = {"image", "images", "question", "answers", "multiple_choice_answer", "an
 
 
 def detect(record: dict[str, Any]) -> bool:
+    from rftcli.formats import ocrbench  # OCRBench's release also has question and answers
+
     return ({"question", "answers"} <= record.keys() and "answer" not in record
-            and not {"choices", "options"} & record.keys())
+            and not {"choices", "options"} & record.keys() and not ocrbench.detect(record))
 
 
 def _answers(value: Any, where: Where) -> list[str]:

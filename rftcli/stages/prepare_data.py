@@ -1,6 +1,6 @@
 """Stage prepare-data: make the `dataset` table from a built-in synthetic task (`--task counting`) or from
 data in the layouts the field publishes (`--input PATH`, `--format auto|rows|llava|mathvista|geometry3k|
-clevr|refcoco|scienceqa|aokvqa|chartqa|vqa`; `rftcli.formats` documents every container and layout).
+clevr|refcoco|scienceqa|aokvqa|chartqa|vqa|mmbench|ai2d|wemath|ocrbench`; `rftcli.formats` documents every container and layout).
 Writes the `dataset` table (see `rftcli.schema`) with a split assigned by a hash of each row's id, so the
 same row always lands in the same split whatever the order, machine or run.
 
@@ -70,7 +70,7 @@ class Config:
     folder, an image folder with a labels file, the Geometry3K folder."""
     format: str = "auto"
     """Layout of --input: auto, rows, llava, mathvista, geometry3k, clevr, refcoco, scienceqa, aokvqa, chartqa,
-    vqa."""
+    vqa, mmbench, ai2d, wemath, ocrbench."""
     num: int = 1000
     """Rows to generate for a synthetic task."""
     task_options: tuple[str, ...] = ()
