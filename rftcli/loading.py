@@ -15,10 +15,13 @@ full precision and applies the CPU fix from bitsandbytes' AVX512-BF16 path (see 
 
 from __future__ import annotations
 
+import ast
 import atexit
 import json
+import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +201,68 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
+def _refuse_missing(path: str, kind: str, missing) -> None:
+    """A weight the model has but the checkpoint lacks would start random (transformers, PEFT only log it): a
+    header renamed by a flipped byte, or a checkpoint of another architecture. Refuse it, naming the first."""
+    missing = sorted(missing)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ValueError(f"{path}: {kind} weights missing from its safetensors files: {missing[0]}{more} "
+                         "(a damaged file, or a checkpoint of another architecture); nothing loaded")
+
+
+def _checked_from_pretrained(auto_class: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """`from_pretrained` that refuses a checkpoint it would load only in part: a weight of the wrong shape
+    or missing (transformers starts it at random and only logs a multi-line report). The report is held
+    back; the error names the folder and the first such weight."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:  # mismatches reported in `info` (with the shapes), not raised after a multi-line report
+        model, info = auto_class.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                 **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    mismatched = sorted(info.get("mismatched_keys", ()), key=str)
+    if mismatched:
+        first = mismatched[0]  # (name, shape in the file, shape in the model)
+        key, saved, wanted = (first, None, None) if isinstance(first, str) else (tuple(first) + (None, None))[:3]
+        shapes = f" ({list(saved)} in the file, {list(wanted)} in the model)" if saved is not None else ""
+        more = f" and {len(mismatched) - 1} more" if len(mismatched) > 1 else ""
+        raise ValueError(f"{path}: a weight in its safetensors files has a shape its config.json does not give "
+                         f"it: {key}{shapes}{more} (a damaged file, or a config of another model size); "
+                         "nothing loaded")
+    _refuse_missing(path, "model", info.get("missing_keys", ()))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    if unexpected:
+        logging.getLogger("rftcli.loading").warning(
+            "%s: %d weight(s) in the checkpoint that the model does not use, ignored: %s", path, len(unexpected),
+            ", ".join(unexpected[:3]) + (" ..." if len(unexpected) > 3 else ""))
+    return model
+
+
+def _peft_from_pretrained(peft_model: Any, model: Any, path: str) -> Any:
+    """`PeftModel.from_pretrained`, refusing an adapter whose file lacks some of its LoRA weights: PEFT warns
+    ("Found missing adapter keys ...") and leaves them at their initial values, which for LoRA's B is zero."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = peft_model.from_pretrained(model, path)
+    prefix = "Found missing adapter keys while loading the checkpoint: "
+    for w in caught:
+        text = str(w.message)
+        if prefix in text:
+            listed = text.split(prefix, 1)[1].rstrip(".")
+            try:
+                keys = ast.literal_eval(listed)
+            except (ValueError, SyntaxError):
+                keys = [listed]
+            _refuse_missing(path, "adapter", keys)
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return loaded
+
+
 def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_in_4bit: bool = False,
                trust_remote_code: bool = False, device: str | None = None, merge_adapter: bool = False,
                allow_pickle: bool = False) -> LoadedModel:
@@ -228,7 +293,7 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
                                     f"({first_line(err)}); pass --base to name it") from None
         except ValueError as err:
             raise ValueError(f"{spec}: its base model {base_spec}: {first_line(err)}") from None
-        model = PeftModel.from_pretrained(inner.model, path)  # check_weights saw its safetensors file
+        model = _peft_from_pretrained(PeftModel, inner.model, path)  # check_weights saw its safetensors file
         if merge_adapter:
             model = model.merge_and_unload()
         return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code, base_spec),
@@ -246,7 +311,7 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = {"": device or default_device()}
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    model = _checked_from_pretrained(AutoModelForImageTextToText, path, kwargs)
     if load_in_4bit:
         _disable_cpu_repack(model)
     elif device:

@@ -325,3 +325,56 @@ def test_a_damaged_checkpoint_file_is_named_before_loading(command, damage, cut,
     assert ("damaged safetensors file" if "weights" in damage else "not valid JSON") in line
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def _rename_first_tensor(folder: Path, marker: str) -> str:
+    """Flip one byte of the first tensor name holding `marker` in a safetensors header: the header still
+    parses and covers the file, so only the loaded model can tell that a weight is missing."""
+    import struct
+
+    f = next(folder.glob("*.safetensors"))
+    data = bytearray(f.read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    name = next(k for k in json.loads(data[8:8 + n]) if marker in k)
+    start = data.index(f'"{name}"'.encode(), 8) + 1 + len(name) - len("weight")
+    data[start] ^= 0x01  # "weight" -> "veight"
+    f.write_bytes(bytes(data))
+    return name
+
+
+@pytest.mark.parametrize("command,kind", [("rollout", "model"), ("eval", "model"), ("rollout", "adapter"),
+                                          ("merge", "adapter")])
+def test_a_weight_renamed_in_the_header_is_refused_not_left_random(command, kind, tiny_model_dir, sft_adapter,
+                                                                   dataset, tmp_path):
+    folder = shutil.copytree(sft_adapter if kind == "adapter" else tiny_model_dir, tmp_path / "ckpt")
+    name = _rename_first_tensor(folder, "lora_A" if kind == "adapter" else "norm.weight")
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    result = invoke(*MODEL_COMMANDS[command](str(folder), str(dataset), str(tmp_path / "out")))
+    assert result.exit_code == 2, result.output
+    line = " ".join(one_error_line(result).split())
+    assert f"{folder}: {kind} weights missing from its safetensors files: " in line
+    assert name.rsplit(".", 1)[0].split(".")[-1] in line  # the module whose weight went missing
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_weight_shape_changed_in_the_header_is_named(tiny_model_dir, dataset, tmp_path):
+    import struct
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "ckpt")
+    f = folder / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    header = data[8:8 + n].decode()
+    entry = json.loads(header)["model.embed_tokens.weight"]
+    rows, cols = entry["shape"]
+    old, new = f'"shape":[{rows},{cols}]', f'"shape":[{cols},{rows}]'  # same bytes, same length: still parses
+    at = header.index(old, header.index('"model.embed_tokens.weight"'))
+    data[8 + at:8 + at + len(old)] = new.encode()
+    f.write_bytes(bytes(data))
+    result = invoke(*MODEL_COMMANDS["rollout"](str(folder), str(dataset), str(tmp_path / "out")))
+    assert result.exit_code == 2, result.output
+    line = " ".join(one_error_line(result).split())
+    assert f"{folder}: a weight in its safetensors files has a shape its config.json does not give it: " in line
+    assert f"embed_tokens.weight ([{cols}, {rows}] in the file, [{rows}, {cols}] in the model)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
