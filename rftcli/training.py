@@ -439,7 +439,53 @@ def _wandb_run_id(trainer: Any, resume_from: Path | None) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _load_full_weights(trainer: Any, checkpoint: Path) -> bool:
+    """Load a full model's checkpoint weights into `trainer.model`, as `from_pretrained` reads them; False when
+    transformers' own resume path is right (adapters, DeepSpeed, FSDP, no safetensors weights).
+
+    transformers' `Trainer._load_from_checkpoint` puts the saved tensors into the model by name, unconverted;
+    `save_pretrained` writes a Qwen2.5-VL model under its Hub names (`model.layers.*`, not the module names
+    `model.language_model.layers.*`), so every tensor but `lm_head` came back as "missing", a warning, and
+    the run went on from the weights it started with."""
+    from transformers.trainer import _is_peft_model
+
+    model = trainer.model
+    weights = checkpoint / "model.safetensors"
+    if (_is_peft_model(model) or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+            or not (weights.is_file() or (checkpoint / "model.safetensors.index.json").is_file())):
+        return False
+    dtype = next(model.parameters()).dtype
+    saved = type(model).from_pretrained(str(checkpoint), dtype=dtype, device_map={"": "cpu"}).state_dict()
+    result = model.load_state_dict(saved, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(f"{checkpoint}: its weights do not fit the model being trained (missing "
+                           f"{list(result.missing_keys)[:3]}, unexpected {list(result.unexpected_keys)[:3]})")
+    return True
+
+
+@contextmanager
+def _resume_full_models(trainer: Any) -> Iterator[None]:
+    """`trainer._load_from_checkpoint` through `_load_full_weights` where that applies, for this run."""
+    own = trainer._load_from_checkpoint
+
+    def load(resume_from_checkpoint: str, model: Any = None) -> None:
+        if model is None and _load_full_weights(trainer, Path(resume_from_checkpoint)):
+            return
+        own(resume_from_checkpoint, model)
+
+    trainer._load_from_checkpoint = load
+    try:
+        yield
+    finally:
+        del trainer._load_from_checkpoint  # the class's method again
+
+
 def _train(trainer: Any, resume_from: Path | None) -> float:
+    with _resume_full_models(trainer):
+        return _train_once(trainer, resume_from)
+
+
+def _train_once(trainer: Any, resume_from: Path | None) -> float:
     if resume_from is not None:
         from transformers.trainer_callback import TrainerState
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from rftcli.cli import app
+from rftcli.loading import resolve
 from rftcli.manifest import make_manifest, read_checkpoint_manifest
 from rftcli.schema import read_table, write_table
 from rftcli.stages import merge, prepare_data, score, sft_coldstart
@@ -250,6 +251,25 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, data):
     assert losses(out) == losses(ref)
     assert [s for s, loss, _ in losses(out) if loss is not None] == list(range(1, 25))
 
+
+def test_a_full_fine_tune_resumes_from_its_checkpoint_weights(tmp_path, data):
+    """`--full` checkpoints hold the model under its Hub names (`model.layers.*`); transformers' Trainer loads
+    them by module name and, finding none, went on from the starting weights with a warning. Resumed, the
+    final weights equal an uninterrupted run's and differ from the start."""
+    settings = dict(full=True, max_steps=6, batch_size=4, learning_rate=0.01, save_steps=2, seed=3)
+    ref = tmp_path / "ref"
+    sft_coldstart.run(sft_coldstart.Config(dataset=data, model=TINY, out=ref, **settings))
+    out = tmp_path / "sft"
+    flags = _flags({k: v for k, v in settings.items() if k != "full"}) + ["--full"]
+    step = kill_after_checkpoint(["sft-coldstart", "-d", str(data), "-m", TINY, "--out", str(out), *flags],
+                                 work_folder(out))
+    assert 2 <= step < 6
+    result = sft_coldstart.run(sft_coldstart.Config(dataset=data, model=TINY, out=out, resume=True, **settings))
+    assert result.resumed_from == step
+    a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(Path(resolve(TINY)) / "model.safetensors")
+    assert not torch.equal(start["model.norm.weight"], b["model.norm.weight"])
 
 def test_resume_with_nothing_to_resume_starts_at_step_0(tmp_path, data):
     """A pipeline may always rerun with --resume: with no work folder, or one killed before its first
