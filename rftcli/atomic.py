@@ -59,6 +59,8 @@ def check_output(path: str | Path, overwrite: bool) -> None:
     """Fail before any work is done if `path` exists and may not be replaced, or if its folder (the nearest
     existing one: missing folders are created later) cannot be written."""
     path = Path(path)
+    if not overwrite and path.exists():
+        remove_finished_leftovers(path)
     _refuse_existing(path, overwrite)
     _probe_writable(path)
     remove_stale_temporaries(path)
@@ -128,6 +130,52 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+WORK_SUFFIXES = (".work", ".parts")
+"""Work folders beside an output: training checkpoints (`<out>.work`), finished shards (`<out>.parts`)."""
+
+
+def remove_aside(folder: Path, output: Path) -> None:
+    """Remove `output`'s work folder `folder` so that a kill midway leaves nothing under its name: it is
+    renamed to a stale temporary of `output` first (which the next run for `output` removes), then deleted.
+    Deleted in place, a half-removed checkpoint could keep the file that marks it complete."""
+    if not folder.exists():
+        return
+    aside = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(folder, aside)
+    except OSError:
+        aside = folder
+    _remove(aside)
+
+
+def remove_finished_leftovers(path: Path) -> list[Path]:
+    """Remove the work folders of the run that wrote `path`: a kill between renaming the output into place
+    and removing them leaves them behind. Only folders with nothing newer than the output go: a run
+    writing there now (say with --overwrite) is left alone."""
+    removed = []
+    try:
+        finished = path.stat().st_mtime
+    except OSError:
+        return removed
+    for suffix in WORK_SUFFIXES:
+        folder = path.with_name(path.name + suffix)
+        if folder.is_dir() and not folder.is_symlink() and _newest_mtime(folder) <= finished:
+            remove_aside(folder, path)
+            removed.append(folder)
+    return removed
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.stat(os.path.join(root, name), follow_symlinks=False).st_mtime)
+            except OSError:
+                continue
+    return newest
 
 
 def _temp_sibling(path: Path) -> Path:

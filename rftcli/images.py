@@ -41,6 +41,9 @@ from PIL import Image, ImageOps
 PIL_DEFAULT_MAX_PIXELS = 89_478_485
 """Pillow's own decompression-bomb threshold (a 24-bit image of about 256 MB)."""
 
+MAX_ASPECT_RATIO = 200
+"""Qwen2-VL-family processors (`smart_resize`) refuse images whose long side is this many times the short."""
+
 _EXIF_ORIENTATION = 0x0112
 _ANIMATED = {".gif", ".webp", ".png", ".apng"}
 
@@ -72,7 +75,10 @@ def check_table_images(path: Path, table, max_image_pixels: int = PIL_DEFAULT_MA
                 if w * h > max_image_pixels:
                     raise ImageError(f"image is {w}x{h} = {w * h:,} pixels, over the {max_image_pixels:,}-pixel "
                                      "decompression-bomb limit")
-                img.verify()
+                if max(w, h) > MAX_ASPECT_RATIO * max(min(w, h), 1):
+                    raise ImageError(f"image is {w}x{h}, more than {MAX_ASPECT_RATIO} times longer than wide, "
+                                     "which Qwen2-VL-family processors refuse")
+                img.load()  # decoded whole: `verify()` passes a JPEG cut short or a PNG whose pixel data is damaged
         except ImageError as err:
             raise ValueError(f"{where}: {err}") from None
         except Exception as err:  # PIL raises many types for broken files

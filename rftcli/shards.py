@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rftcli.atomic import atomic_output, check_output
+from rftcli.atomic import atomic_output, check_output, remove_aside
 from rftcli.schema import MANIFEST_KEY, read_table, write_table
 
 RUN_FILE = "run.json"
@@ -219,7 +219,7 @@ class ShardedOutput:
     def remove(self) -> None:
         """Remove the work folder: after `finish()`, or once the caller has written the final output
         itself (a table that is not the shards merged)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_aside(self.folder, self.out)
         self._unlock()
 
 

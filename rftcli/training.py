@@ -266,10 +266,11 @@ def attach_progress(trainer: Any, label: str) -> None:
 
 
 def discard(path: Path) -> None:
-    """Remove a scratch folder (the trainer's output_dir inside a checkpoint being written)."""
-    import shutil
+    """Remove a run's work folder `<out>.work` (checkpoints), renamed aside first so that a kill midway
+    never leaves a checkpoint that lost its optimizer state but kept its `trainer_state.json`."""
+    from rftcli.atomic import remove_aside
 
-    shutil.rmtree(path, ignore_errors=True)
+    remove_aside(path, path.with_name(path.name.removesuffix(".work")))
 
 
 # ---------------------------------------------------------------- resumable runs

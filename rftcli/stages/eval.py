@@ -30,7 +30,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +106,8 @@ class Config:
             raise ValueError("samples, batch_size and max_new_tokens must be at least 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be > 0 and top_p in (0, 1]")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
         # Settings left unset take the preset's choice, else the defaults; the manifest records the result.
         from rftcli.benchmarks import get_preset
 
@@ -303,7 +304,7 @@ def run(config: Config, progress: bool = True) -> Result:
             summary["report"] = write_report(tmp, summary, lengths, config.metrics)
             summary = _no_nan(summary)
             (tmp / "summary.json").write_text(json.dumps({**summary, "manifest": manifest}, indent=2) + "\n")
-        shutil.rmtree(shards.folder, ignore_errors=True)
+        shards.remove()
     return Result(path=config.out, summary=summary)
 
 

@@ -122,6 +122,24 @@ def _required_columns(kind: str) -> list[str]:
 
 # ---------------------------------------------------------------- images
 
+
+def _jpeg(row: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_png(row))).convert("RGB").save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _png_with_idat(png: bytes, data: bytes) -> bytes:
+    """`png` with its pixel data (IDAT) replaced by `data` under a correct chunk checksum."""
+    import struct
+    import zlib
+
+    at = png.index(b"IDAT") - 4
+    length = struct.unpack(">I", png[at:at + 4])[0]
+    chunk = struct.pack(">I", len(data)) + b"IDAT" + data + struct.pack(">I", zlib.crc32(b"IDAT" + data))
+    return png[:at] + chunk + png[at + 12 + length:]
+
+
 @pytest.mark.parametrize("stage", IMAGE_STAGE_IDS)
 @EXAMPLES
 @given(data=st.data())
@@ -135,11 +153,38 @@ def test_a_damaged_image_is_named_by_row(stage, data, tables, tiny_model_dir):
         st.integers(9, len(good) - 13).map(lambda n: ("cut short", good[:n])),
         # Past the signature and before IEND, whose checksum Pillow's verify() does not read.
         st.integers(16, len(good) - 13).map(lambda n: ("flipped byte", good[:n] + bytes([good[n] ^ 0xFF]) + good[n + 1:])),
+        # Headers and checksums intact, pixel data that does not decode: only decoding the image finds these.
+        st.floats(0.3, 0.9).map(lambda f: ("jpeg cut short", _jpeg(row)[: int(len(_jpeg(row)) * f)])),
+        st.just(("pixel data not zlib", _png_with_idat(good, b"not zlib data at all"))),
     ), label="damage")[1]
     images = table.column("images").to_pylist()
     images[row] = [{"bytes": damage, "path": None}]
     refused(args, tiny_model_dir, _writer(_set(table, "images", images)), f"row {row}, column 'images'")
 
+
+
+@pytest.mark.parametrize("stage", IMAGE_STAGE_IDS)
+def test_pixel_data_that_does_not_decode_is_named_by_row_before_the_model_loads(stage, tables, tiny_model_dir):
+    """A PNG whose chunks and checksums are intact but whose pixel data is not zlib passes Pillow's verify();
+    sft-coldstart and train-grpo met it mid-run as an internal error (exit 1)."""
+    kind, args = STAGES[stage]
+    table = tables[kind]
+    images = table.column("images").to_pylist()
+    images[2] = [{"bytes": _png_with_idat(_png(2), b"not zlib data at all"), "path": None}]
+    line = refused(args, tiny_model_dir, _writer(_set(table, "images", images)), "row 2, column 'images'")
+    assert "not a readable image" in line
+
+
+@pytest.mark.parametrize("stage", ["rollout", "sft-coldstart"])
+def test_an_image_the_processor_would_refuse_for_its_shape_is_named_by_row(stage, tables, tiny_model_dir):
+    kind, args = STAGES[stage]
+    table = tables[kind]
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 1), (200, 10, 10)).save(buf, format="PNG")
+    images = table.column("images").to_pylist()
+    images[1] = [{"bytes": buf.getvalue(), "path": None}]
+    refused(args, tiny_model_dir, _writer(_set(table, "images", images)), "row 1, column 'images'",
+            "400x1, more than 200 times longer than wide")
 
 @pytest.mark.parametrize("stage", IMAGE_STAGE_IDS)
 @settings(EXAMPLES, max_examples=2)

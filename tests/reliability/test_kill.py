@@ -248,6 +248,81 @@ def test_training_killed_then_resumed_equals_an_uninterrupted_run(stage, point, 
     _same_training(_adapter_and_losses(out), reference)
 
 
+
+# ---------------------------------------------------------------- killed just after the output was renamed
+
+def _killed_after_rename(args: list[str], out: Path) -> str:
+    """Kill `rftcli ARGS` right after its output is renamed into place, before its work folder is removed;
+    return the work folder left behind."""
+    point = ["--at", "os:replace", "--dst", f"/{out.name}", "--after"]
+    child = _child(args, point)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    assert out.exists()
+    left = sorted(p.name for p in out.parent.iterdir() if p.name != out.name)
+    return left[0] if left else ""
+
+
+@pytest.mark.parametrize("stage", ["rollout", "sft", "grpo"])
+def test_a_work_folder_left_by_a_kill_after_the_rename_goes_with_the_next_run(stage, rollout_args, training_runs,
+                                                                              tmp_path):
+    """The output stands and is complete; the rerun refuses to overwrite it (exit 2) and removes the work
+    folder the killed run had not removed yet (shards, or checkpoints with their optimizer state)."""
+    out = tmp_path / "out" / ("rollouts.parquet" if stage == "rollout" else stage)
+    out.parent.mkdir()
+    args = rollout_args(out) if stage == "rollout" else training_runs[stage][0](out)
+    left = _killed_after_rename(args, out)
+    assert left == out.name + (".parts" if stage == "rollout" else ".work")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "already exists" in " ".join(result.output.split()), result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_a_work_folder_newer_than_the_output_is_left_alone(tmp_path):
+    """Checkpoints written after the output (a run with --overwrite going on now) are not a finished run's."""
+    import time
+
+    from rftcli.atomic import OutputExistsError, check_output
+
+    out = tmp_path / "grpo"
+    out.mkdir()
+    time.sleep(0.05)
+    (tmp_path / "grpo.work" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(OutputExistsError):
+        check_output(out, overwrite=False)
+    assert (tmp_path / "grpo.work" / "checkpoint-2").is_dir()
+
+
+def test_removing_a_work_folder_renames_it_aside_first(tmp_path):
+    """A kill while checkpoints are deleted must not leave one that lost its optimizer state but kept the
+    trainer_state.json that marks it complete: the folder leaves its name in one rename."""
+    from rftcli.atomic import remove_stale_temporaries
+    from rftcli.training import discard, latest_checkpoint
+
+    work = tmp_path / "sft.work"
+    ckpt = work / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    (ckpt / "optimizer.pt").write_bytes(b"x")
+    seen = []
+    real = os.replace
+
+    def replace_then_die(src, dst):  # the rename happens, the delete after it never does
+        real(src, dst)
+        seen.append(Path(dst).name)
+        raise KeyboardInterrupt
+
+    import rftcli.atomic as atomic
+
+    atomic.os.replace = replace_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            discard(work)
+    finally:
+        atomic.os.replace = real
+    assert not work.exists() and latest_checkpoint(work) is None
+    assert seen and seen[0].startswith(".sft.old-")
+    assert [p.name for p in remove_stale_temporaries(tmp_path / "sft")] == seen
+
 # ---------------------------------------------------------------- prepare-data and merge: short stages, rerun whole
 
 FINAL_POINTS = [TABLE_POINTS[2], TABLE_POINTS[3]]
