@@ -61,6 +61,14 @@ class OfflineData:
     """Groups whose rewards do not vary (dropped or not)."""
     policy_hashes: list[str]
 
+    def check_token_ids(self, path: Path, vocab_size: int) -> None:
+        """Refuse completion token ids the model's embedding has no row for (rollouts of another model)."""
+        for row in self.rows:
+            top = max(row["completion_ids"])
+            if top >= vocab_size:
+                raise ValueError(f"{path}: row {row['row']}, column 'completion_ids': token id {top} is outside the "
+                                 f"model's vocabulary of {vocab_size}; were these rollouts made by another model?")
+
 
 def _single(table: pa.Table, column: str, path: Path) -> Any:
     values = pc.unique(table[column]).to_pylist()
@@ -70,6 +78,24 @@ def _single(table: pa.Table, column: str, path: Path) -> Any:
     return values[0]
 
 
+def _check_groups(path: Path, table: pa.Table) -> None:
+    """A group is the samples of one prompt, each once: advantages are computed within it, so a group mixing
+    prompts or repeating a sample would train on wrong advantages without any other sign."""
+    owner: dict[int, tuple[str, int]] = {}
+    samples: set[tuple[int, int]] = set()
+    columns = zip(table["_file_row"].to_pylist(), table["group_index"].to_pylist(), table["id"].to_pylist(),
+                  table["sample_index"].to_pylist(), strict=True)
+    for row, group, prompt_id, sample in columns:
+        first = owner.setdefault(group, (prompt_id, row))
+        if first[0] != prompt_id:
+            raise ValueError(f"{path}: row {row}, column 'group_index': group {group} holds prompt {prompt_id!r} "
+                             f"and, in row {first[1]}, prompt {first[0]!r}; a group is the samples of one prompt")
+        if (group, sample) in samples:
+            raise ValueError(f"{path}: row {row}, column 'sample_index': sample {sample} of group {group} "
+                             "appears twice")
+        samples.add((group, sample))
+
+
 def reward_weights(path: Path, manifest: dict[str, Any], names: Sequence[str], specs: Sequence[str] | None
                    ) -> list[tuple[str, float]]:
     """(reward column suffix, weight) pairs: `specs` (NAME=WEIGHT, names as in the table) if given, else the
@@ -77,7 +103,11 @@ def reward_weights(path: Path, manifest: dict[str, Any], names: Sequence[str], s
     if specs:
         chosen = parse_weighted(list(specs))
     else:
-        chosen = [(r["name"], float(r["weight"])) for r in manifest.get("rewards", [])]
+        try:
+            chosen = [(str(r["name"]), float(r["weight"])) for r in manifest.get("rewards", [])]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{path}: its manifest's rewards entry is not a list of {{name, weight}}; pass "
+                             "-r NAME=WEIGHT for its reward_<name> columns") from None
         if not chosen:
             raise ValueError(f"{path}: its manifest names no rewards; pass -r NAME=WEIGHT for its reward_<name> columns")
     missing = [n for n, _ in chosen if n not in names]
@@ -96,7 +126,8 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
     art = read_table(path, ("scores", "rollouts"), check_images=True)
     if art.kind != "scores":
         raise ValueError(f"{path}: a rollouts table has no rewards; run `rftcli score` on it first")
-    table = select_split(art.table, split)
+    # Rows are named by their place in the file, whatever the split and limit keep.
+    table = select_split(art.table.append_column("_file_row", pa.array(range(art.table.num_rows), pa.int64())), split)
     if limit is not None:
         keep = pc.unique(table["group_index"]).to_pylist()[:limit]
         table = table.filter(pc.is_in(table["group_index"], pa.array(keep, pa.int64())))
@@ -110,6 +141,10 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
         raise ValueError(f"{path}: rollouts were sampled with top-p/top-k; their log-probs are not under the "
                          "temperature-only distribution the GRPO ratio uses. Sample with --top-p 1 --top-k 0")
     temperature = float(_single(table, "temperature", path))
+    if not temperature > 0:
+        raise ValueError(f"{path}: rollouts sampled at temperature {temperature:g} (greedy or invalid) have no "
+                         "sampling distribution for the GRPO ratio; sample with a temperature above 0")
+    _check_groups(path, table)
     max_new_tokens = int(_single(table, "max_new_tokens", path))
     chosen = reward_weights(path, art.manifest, art.reward_names, rewards)
 
@@ -126,13 +161,15 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
     rows = []
     names = [n for n, _ in chosen]
     columns = {c: table[c].to_pylist() for c in _PROMPT_COLUMNS + ("group_index", "completion_ids", "logprobs",
-                                                                     "finish_reason")}
+                                                                     "finish_reason", "_file_row")}
     for i in range(table.num_rows):
         if columns["group_index"][i] in dropped:
             continue
         row = {c: columns[c][i] for c in columns}
+        row["row"] = row.pop("_file_row")
         if len(row["completion_ids"]) != len(row["logprobs"]) or not row["completion_ids"]:
-            raise ValueError(f"{path}: row {i}: completion_ids and logprobs must be non-empty and equally long")
+            raise ValueError(f"{path}: row {row['row']}, column 'logprobs': completion_ids and logprobs must be "
+                             "non-empty and equally long")
         row["advantage"] = float(advantages[i])
         row["rewards"] = per_func[i].tolist()
         rows.append(row)

@@ -41,6 +41,7 @@ SCHEMA_VERSION = 1
 SCHEMA_KEY = b"rftcli.schema"
 MANIFEST_KEY = b"rftcli.manifest"
 HF_KEY = b"huggingface"
+CHECK_KEY = b"rftcli.footer_sha256"
 REWARD_PREFIX = "reward_"
 
 # One image: encoded bytes (PNG/JPEG as read) and the path it came from, if any. This is the layout
@@ -161,7 +162,17 @@ def _with_metadata(schema: pa.Schema, kind: str, manifest: Mapping[str, Any]) ->
         MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode(),
         HF_KEY: json.dumps({"info": {"features": hf_features(schema)}}).encode(),
     }
+    meta[CHECK_KEY] = _footer_digest(meta[SCHEMA_KEY], meta[MANIFEST_KEY]).encode()
     return schema.with_metadata(meta)
+
+
+def _footer_digest(tag: bytes, manifest: bytes) -> str:
+    """sha256 of the rftcli metadata in a file's footer, which Parquet's page checksums do not cover: the
+    schema tag and the manifest (the reward weights and the policy offline GRPO trains with). Columns are
+    left out, so a table edited with pyarrow, its metadata kept, still reads."""
+    import hashlib
+
+    return hashlib.sha256(tag + b"\n" + manifest).hexdigest()
 
 
 def reward_names_of(schema: pa.Schema) -> list[str]:
@@ -192,6 +203,8 @@ def _conform(path: Path, table: pa.Table, schema: pa.Schema, offset: int) -> pa.
             raise ArtifactError(f"{path}: column {field.name!r} is missing")
         col = table.column(field.name)
         if not col.type.equals(field.type):
+            if not _same_kind(col.type, field.type):
+                raise ArtifactError(f"{path}: column {field.name!r}: expected {field.type}, found {col.type}")
             try:
                 col = col.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
@@ -204,6 +217,36 @@ def _conform(path: Path, table: pa.Table, schema: pa.Schema, offset: int) -> pa.
     return out
 
 
+def _same_kind(found: pa.DataType, wanted: pa.DataType) -> bool:
+    """Whether a column stored as `found` may be read as `wanted`: the same kind of value in another width
+    or encoding (int32 as int64, an integer as a float, large or dictionary-encoded text as text), never
+    numbers as text or text as numbers, which a cast would turn into other values."""
+    t = pa.types
+    if t.is_null(found):
+        return True
+    if t.is_dictionary(found):
+        return _same_kind(found.value_type, wanted)
+    if t.is_integer(wanted):
+        return t.is_integer(found)
+    if t.is_floating(wanted):
+        return t.is_floating(found) or t.is_integer(found)
+    if t.is_boolean(wanted):
+        return t.is_boolean(found)
+    if t.is_string(wanted) or t.is_large_string(wanted):
+        return t.is_string(found) or t.is_large_string(found)
+    if t.is_binary(wanted) or t.is_large_binary(wanted):
+        return t.is_binary(found) or t.is_large_binary(found)
+    if t.is_list(wanted) or t.is_large_list(wanted):
+        return (t.is_list(found) or t.is_large_list(found)) and _same_kind(found.value_type, wanted.value_type)
+    if t.is_struct(wanted):
+        if not t.is_struct(found):
+            return False
+        fields = {found.field(i).name: found.field(i).type for i in range(found.num_fields)}
+        return all(wanted.field(i).name not in fields or _same_kind(fields[wanted.field(i).name], wanted.field(i).type)
+                   for i in range(wanted.num_fields))
+    return True
+
+
 def _first_row(path: Path, column: pa.ChunkedArray, bad: pa.ChunkedArray | pa.Array, offset: int,
                name: str, what: str) -> ArtifactError:
     """The error for the first row where the boolean `bad` holds (list columns: `bad` per list item)."""
@@ -214,9 +257,33 @@ def _first_row(path: Path, column: pa.ChunkedArray, bad: pa.ChunkedArray | pa.Ar
     return ArtifactError(f"{path}: row {offset + index}, column {name!r}: {what}")
 
 
+_NO_NULL_ITEMS = ("completion_ids", "logprobs")
+"""List columns whose items are all required: a token id or log-prob per generated token."""
+LOGPROB_SLACK = 1e-3
+"""A log-probability may exceed 0 by rounding only this much."""
+
+
+def _check_items(path: Path, table: pa.Table, offset: int) -> None:
+    """Token ids and log-probs: no missing item, ids not negative, log-probs not above 0 (a probability
+    over 1): values a training step would index or divide with."""
+    for name in _NO_NULL_ITEMS:
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        values = pc.list_flatten(col)
+        if values.null_count:
+            raise _first_row(path, col, pc.is_null(values), offset, name, "missing item in the list")
+        if name == "completion_ids" and len(values) and pc.min(values).as_py() < 0:
+            raise _first_row(path, col, pc.less(values, 0), offset, name, "negative token id")
+        if name == "logprobs" and len(values) and pc.max(values).as_py() > LOGPROB_SLACK:
+            raise _first_row(path, col, pc.fill_null(pc.greater(values, LOGPROB_SLACK), False), offset, name,
+                             "log-probability above 0 (a probability over 1)")
+
+
 def _check_values(path: Path, table: pa.Table, offset: int) -> None:
     """Values a type cannot rule out: text that is not UTF-8 (Parquet does not check it, Python cannot
-    decode it) and floats that are NaN or infinite (a reward or log-prob that would poison a loss)."""
+    decode it) and floats that are NaN or infinite (a reward or log-prob that would poison a loss); then
+    `_check_items`."""
     for name in table.column_names:
         col = table.column(name)
         t = col.type
@@ -233,6 +300,7 @@ def _check_values(path: Path, table: pa.Table, offset: int) -> None:
             if pc.any(pc.invert(finite)).as_py():
                 raise _first_row(path, col, pc.fill_null(pc.invert(finite), False), offset, name,
                                  "not a finite number (NaN or infinite)")
+    _check_items(path, table, offset)
 
 
 def _is_utf8(value: bytes | None) -> bool:
@@ -349,10 +417,16 @@ def inspect_file(path: str | Path, kinds: tuple[str, ...]) -> tuple[str, dict[st
     if version != str(SCHEMA_VERSION):
         raise ArtifactError(f"{path}: {kind} schema version {version} is not the version {SCHEMA_VERSION} this "
                             "rftcli reads; re-run the stage that made it with this rftcli")
+    if CHECK_KEY in meta and meta[CHECK_KEY].decode(errors="replace") != _footer_digest(
+            meta[SCHEMA_KEY], meta.get(MANIFEST_KEY, b"")):
+        raise ArtifactError(f"{path}: the rftcli metadata in the file's footer is damaged (its manifest does not "
+                            "match the checksum rftcli wrote)")
     try:
         manifest = json.loads(meta.get(MANIFEST_KEY, b"{}"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ArtifactError(f"{path}: rftcli.manifest metadata is not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: rftcli.manifest metadata is not a JSON object")
     expected = schema_for(kind, reward_names_of(schema) if kind in _REWARD_KINDS else ())
     for field in expected:
         if field.name not in schema.names:
@@ -372,6 +446,8 @@ def read_table(path: str | Path, kinds: str | tuple[str, ...], columns: list[str
     except (pa.ArrowException, OSError) as err:
         raise ArtifactError(f"{path}: cannot read rows, the file is damaged ({first_line(err)})") from None
     table = _conform(path, table, expected, 0)
+    if kind == "dataset":
+        _check_unique_ids(path, table)
     if check_images and "images" in table.column_names:
         from rftcli.images import check_table_images
 
@@ -382,6 +458,19 @@ def read_table(path: str | Path, kinds: str | tuple[str, ...], columns: list[str
     if columns is not None:
         table = table.select(columns)
     return Artifact(path=path, kind=kind, table=table, manifest=manifest)
+
+
+def _check_unique_ids(path: Path, table: pa.Table) -> None:
+    """A dataset's ids name its rows (rollout seeds, eval flips, resume keys): a repeated one is refused."""
+    ids = table.column("id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return
+    seen: dict[str, int] = {}
+    for row, value in enumerate(ids.to_pylist()):
+        if value in seen:
+            raise ArtifactError(f"{path}: row {row}, column 'id': {value!r} repeats the id of row {seen[value]}; "
+                                "ids must be unique")
+        seen[value] = row
 
 
 def iter_batches(path: str | Path, kinds: str | tuple[str, ...], batch_size: int = 1024) -> Iterator[pa.Table]:

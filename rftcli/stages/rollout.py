@@ -111,6 +111,8 @@ class Config:
             raise ValueError(f"unknown backend {self.backend!r}; use {' or '.join(BACKENDS)}")
         if self.check_logprobs < 0:
             raise ValueError("check_logprobs must be >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must not be empty")
         size = self.batch_size

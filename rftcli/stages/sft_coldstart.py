@@ -142,6 +142,8 @@ class Config:
             raise ValueError("--lora-vision and --target-modules choose LoRA layers; --full trains every weight")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
         for name in ("save_steps", "eval_steps", "save_total_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:

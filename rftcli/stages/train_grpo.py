@@ -163,6 +163,8 @@ class Config:
             raise ValueError("report_to must be none, tensorboard or wandb")
         if self.batch_size < 1 or self.grad_accum < 1 or self.num_iterations < 1:
             raise ValueError("batch_size, grad_accum and num_iterations must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
         if self.full and self.load_in_4bit:
             raise ValueError("--full and --load-in-4bit cannot be combined: 4-bit weights are not trainable")
         if self.full and (self.lora_vision or self.target_modules):
@@ -179,6 +181,8 @@ class Config:
             return
         if self.num_generations < 2:
             raise ValueError("num_generations must be at least 2: advantages are relative to the group")
+        if not self.temperature > 0 or self.max_completion_length < 1:
+            raise ValueError("temperature must be > 0 and max_completion_length at least 1")
         if (self.batch_size * self.grad_accum) % self.num_generations:
             raise ValueError(f"batch_size x grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
                              f"num_generations ({self.num_generations})")
@@ -326,6 +330,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
 
     def build(loaded):
         model, ref = loaded.model, None
+        data.check_token_ids(config.rollouts, model.get_input_embeddings().num_embeddings)
         if config.beta != 0.0 and config.full:
             # Under ZeRO-3 the policy holds only its shard of each weight and a copy would too: load the reference
             # anew (sharded as it loads); the trainer hands it to DeepSpeed.

@@ -470,3 +470,105 @@ def test_prepare_data_field_of_the_wrong_type_is_named(value, tmp_path_factory):
 @pytest.mark.parametrize("name,content", [("in.jsonl", b""), ("in.json", b"[]"), ("in.csv", b"prompt,answer\n")])
 def test_prepare_data_empty_input_is_refused(name, content, tmp_path):
     prepare_refused(tmp_path, name, content, "no rows")
+
+
+# ---------------------------------------------------------------- values a type cannot rule out
+
+OFFLINE = "train-grpo-offline"
+
+
+def _offline_refused(table: pa.Table, tiny_model_dir: Path, *expected: str) -> str:
+    return refused(STAGES[OFFLINE][1], tiny_model_dir, _writer(table), *expected)
+
+
+def test_a_group_holding_two_prompts_is_refused_offline(tables, tiny_model_dir):
+    """Advantages are computed within a group: one that mixes prompts would train on wrong advantages."""
+    table = tables["scores"]
+    groups = table.column("group_index").to_pylist()
+    other = next(i for i, g in enumerate(groups) if g != groups[0])
+    groups[other] = groups[0]
+    _offline_refused(_set(table, "group_index", groups), tiny_model_dir, f"row {other}, column 'group_index'",
+                     "a group is the samples of one prompt")
+
+
+def test_a_sample_given_twice_in_a_group_is_refused_offline(tables, tiny_model_dir):
+    table = tables["scores"]
+    samples = table.column("sample_index").to_pylist()
+    samples[1] = samples[0]
+    _offline_refused(_set(table, "sample_index", samples), tiny_model_dir, "row 1, column 'sample_index'",
+                     "appears twice")
+
+
+def test_greedy_rollouts_are_refused_offline(tables, tiny_model_dir):
+    table = tables["scores"]
+    _offline_refused(_set(table, "temperature", [0.0] * table.num_rows), tiny_model_dir, "temperature 0")
+
+
+def test_a_token_id_outside_the_vocabulary_is_refused_offline(tables, tiny_model_dir):
+    table = tables["scores"]
+    ids = table.column("completion_ids").to_pylist()
+    ids[4] = [*ids[4][:-1], 10_000_000]
+    _offline_refused(_set(table, "completion_ids", ids), tiny_model_dir, "row 4, column 'completion_ids'",
+                     "token id 10000000 is outside the model's vocabulary")
+
+
+@pytest.mark.parametrize("stage", ["score", OFFLINE])
+@pytest.mark.parametrize("column,value,message", [
+    ("completion_ids", None, "missing item in the list"),
+    ("completion_ids", -5, "negative token id"),
+    ("logprobs", None, "missing item in the list"),
+    ("logprobs", 0.5, "log-probability above 0"),
+])
+def test_token_ids_and_log_probs_are_checked_item_by_item(stage, column, value, message, tables, tiny_model_dir):
+    kind, args = STAGES[stage]
+    table = tables[kind]
+    values = table.column(column).to_pylist()
+    values[3] = [*values[3][:-1], value]
+    refused(args, tiny_model_dir, _writer(_set(table, column, values)), f"row 3, column {column!r}: {message}")
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGE_IDS if STAGES[s][0] == "dataset"])
+def test_a_repeated_dataset_id_is_refused(stage, tables, tiny_model_dir):
+    """Ids name rows: rollout seeds derive from them, so two prompts under one id got the same samples."""
+    kind, args = STAGES[stage]
+    table = tables[kind]
+    ids = table.column("id").to_pylist()
+    ids[3] = ids[1]
+    refused(args, tiny_model_dir, _writer(_set(table, "id", ids)), "row 3, column 'id'", "repeats the id of row 1")
+
+
+@pytest.mark.parametrize("stage", ["rollout", "score"])
+def test_numbers_where_text_belongs_are_refused_not_cast(stage, tables, tiny_model_dir):
+    kind, args = STAGES[stage]
+    table = tables[kind]
+    bad = table.set_column(table.column_names.index("prompt"), pa.field("prompt", pa.int64()),
+                           pa.array(range(table.num_rows), pa.int64()))
+    refused(args, tiny_model_dir, _writer(bad), "column 'prompt': expected string, found int64")
+
+
+def _with_manifest(table: pa.Table, manifest: bytes) -> pa.Table:
+    from rftcli.schema import MANIFEST_KEY
+
+    return table.replace_schema_metadata({**table.schema.metadata, MANIFEST_KEY: manifest})
+
+
+def test_a_manifest_changed_after_writing_is_refused(tables, tiny_model_dir):
+    """Parquet's page checksums do not cover the footer, where offline GRPO finds its reward weights: a
+    flipped byte there changed a weight from 1.0 to 0.0 and trained on."""
+    from rftcli.schema import MANIFEST_KEY
+
+    table = tables["scores"]
+    manifest = table.schema.metadata[MANIFEST_KEY]
+    flipped = manifest.replace(b'"weight": 1.0', b'"weight": 0.0', 1)
+    assert flipped != manifest
+    _offline_refused(_with_manifest(table, flipped), tiny_model_dir, "footer is damaged")
+
+
+@pytest.mark.parametrize("manifest,message", [(b"[]", "not a JSON object"), (b"null", "not a JSON object"),
+                                              (b"\xff\xfe", "not valid JSON"), (b"[" * 100_000, "not valid JSON")])
+def test_a_manifest_that_is_not_a_json_object_is_refused(manifest, message, tables, tiny_model_dir):
+    from rftcli.schema import CHECK_KEY
+
+    table = tables["scores"]
+    meta = {k: v for k, v in _with_manifest(table, manifest).schema.metadata.items() if k != CHECK_KEY}
+    _offline_refused(table.replace_schema_metadata(meta), tiny_model_dir, "rftcli.manifest metadata", message)
