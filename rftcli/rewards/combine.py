@@ -8,7 +8,8 @@ of `timeout_s`. A row that still raises or runs out of time gets the `on_error` 
 (abstain: no evidence either way, and the weighted total counts it 0) or 0.0 - and is counted per
 reward and logged with its row number. A value that is NaN or infinite counts as an error of its row
 ("returned nan") without a retry: it would poison the weighted total and every group statistic.
-Exceptions that stop a program (KeyboardInterrupt, SystemExit) are passed on.
+KeyboardInterrupt is passed on; a reward that calls `sys.exit()` fails its row like one that raises (its
+SystemExit ended `score` with that exit code and no message).
 
 Time limits use the alarm of `rftcli.rewards.timelimit`, so they hold in the main thread; elsewhere
 rows run unlimited (math checks still have their own helper-process limit). Code stuck in C that
@@ -186,7 +187,7 @@ def apply_reward(reward: WeightedReward, completions: list, columns: Mapping[str
         values = _call(reward, completions, columns, isolation.timeout_s)
     except _OutOfTime:
         batch_error = (True, f"no result within {isolation.timeout_s:g} s")
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         batch_error = (False, _describe(err))
     if tick:
         tick()
@@ -200,7 +201,7 @@ def apply_reward(reward: WeightedReward, completions: list, columns: Mapping[str
                 value = _call(reward, [completions[i]], _row_kwargs(columns, i, n), isolation.timeout_s)[0]
             except _OutOfTime:
                 value = failed(i, True, f"no result within {isolation.timeout_s:g} s")
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 value = failed(i, False, _describe(err))
             else:
                 value = finite(i, value)

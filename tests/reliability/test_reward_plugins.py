@@ -35,6 +35,10 @@ def nan(completions, **kw):
 
 def no_args():
     return 1.0
+
+def quits(completions, **kw):
+    import sys
+    sys.exit(3)
 '''
 
 
@@ -83,7 +87,8 @@ def test_a_plugin_that_cannot_load_stops_before_any_work(stage, spec, expected, 
 
 
 @pytest.mark.parametrize("fn,message", [("boom", "RuntimeError: boom"), ("hang", "no result within 0.5 s"),
-                                        ("nan", "returned inf"), ("no_args", "TypeError")])
+                                        ("nan", "returned inf"), ("no_args", "TypeError"),
+                                        ("quits", "SystemExit: 3")])
 def test_score_a_plugin_that_fails_on_rows_abstains_there_and_says_where(fn, message, plugins, rollouts, tmp_path):
     out = tmp_path / "scores.parquet"
     result = runner.invoke(app, _commands("score", str(rollouts), "", "", str(tmp_path / "scores"),
