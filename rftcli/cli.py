@@ -76,6 +76,10 @@ def _quiet_libraries() -> None:
     # DeepSpeed, when installed, is imported by transformers at model load and says on every machine without a
     # GPU that it uses its CPU accelerator.
     logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
+    # TRL prints a row whose rewards all abstained in full (its prompt, images, completion); rftcli has logged
+    # each failing reward with its row number already.
+    logging.getLogger("trl.trainer.grpo_trainer").addFilter(
+        lambda record: not record.getMessage().startswith("All reward functions returned None"))
     # Deprecation notices addressed to library developers (renamed arguments inside transformers/peft).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
 

@@ -100,20 +100,50 @@ class WeightedReward:
     weight: float
     fn: Callable[..., list[float | None]]
 
-    def isolated(self, isolation: Isolation = Isolation()) -> Callable[..., list[float | None]]:
+    def isolated(self, isolation: Isolation = Isolation(), seen: Callable[[list, FailureLog], None] | None = None
+                 ) -> Callable[..., list[float | None]]:
         """`fn` wrapped for TRL's GRPOTrainer: same name and signature, but a row that raises, runs
-        out of time or returns NaN/inf gets the `on_error` value (logged) instead of stopping training."""
+        out of time or returns NaN/inf gets the `on_error` value (logged) instead of stopping training.
+        `seen(values, failures)` is told each batch's outcome."""
 
         def reward(completions, **kwargs):
             failures = FailureLog()
             values = apply_reward(self, list(completions), kwargs, {}, isolation=isolation, failures=failures)
             for message in failures.messages:
                 log.warning("%s", message)
+            if seen is not None:
+                seen(values, failures)
             return values
 
         reward.__name__ = reward.__qualname__ = getattr(self.fn, "__name__", self.name)
         reward.__doc__ = self.fn.__doc__
         return reward
+
+
+def isolated_rewards(rewards: Sequence[WeightedReward], isolation: Isolation = Isolation()) -> list[Callable]:
+    """The rewards as TRL's GRPOTrainer calls them (`WeightedReward.isolated`, each named after its column).
+    A batch on which every reward abstained on every completion (each raised, ran out of time or returned
+    None) stops the run with a ValueError naming the first failure: nothing can be learnt from it, and a
+    run that goes on would take every later step the same way."""
+    batch: list[tuple[list, FailureLog]] = []
+
+    def seen(values: list, failures: FailureLog) -> None:
+        batch.append((values, failures))
+        if len(batch) < len(rewards):
+            return
+        outcome = list(batch)
+        batch.clear()
+        if all(v is None for values, _ in outcome for v in values):
+            first = next((m for _, f in outcome for m in f.messages), "every reward returned None")
+            raise ValueError(f"every reward failed on every completion of a training batch ({first}); "
+                             "nothing to learn from; fix the reward (`rftcli score` on a few rollouts shows every failure)")
+
+    funcs = []
+    for r in rewards:
+        fn = r.isolated(isolation, seen)
+        fn.__name__ = fn.__qualname__ = r.name  # metrics are named rewards/<name>/mean, as score's columns
+        funcs.append(fn)
+    return funcs
 
 
 def load_rewards(specs: Sequence[str]) -> list[WeightedReward]:

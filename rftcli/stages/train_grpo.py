@@ -276,6 +276,7 @@ def _online_trainer(config: Config, work_path: Path):
     """TRL's GRPOTrainer with rftcli's rewards, as the online mode runs it."""
     from trl import GRPOConfig, GRPOTrainer
 
+    from rftcli.rewards.combine import isolated_rewards
     from rftcli.stages.score import load_rewards
     from rftcli.training import peak_memory, trl_dataset
 
@@ -301,11 +302,7 @@ def _online_trainer(config: Config, work_path: Path):
                       vllm_mode=config.vllm_mode, reward_weights=[r.weight for r in rewards], log_completions=False)
 
     def build(loaded):
-        funcs = []
-        for r in rewards:
-            fn = r.isolated()
-            fn.__name__ = r.name  # metrics are named rewards/<name>/mean, as score's columns
-            funcs.append(fn)
+        funcs = isolated_rewards(rewards)
         return Trainer(model=loaded.model, reward_funcs=funcs, args=args, train_dataset=trl_dataset(table, False),
                        processing_class=loaded.processor, peft_config=_lora(config, loaded.model))
 

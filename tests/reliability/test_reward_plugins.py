@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -113,3 +116,20 @@ def test_train_grpo_and_eval_go_on_when_a_plugin_raises(plugins, dataset, tiny_m
     assert ev.exit_code == 0, ev.output
     results = pq.read_table(tmp_path / "ev" / "results.parquet")
     assert results.column("reward_boom").null_count == results.num_rows
+
+
+def test_train_grpo_stops_when_every_reward_fails_on_a_whole_batch(plugins, dataset, tiny_model_dir, tmp_path):
+    """Nothing can be learnt from a batch without a single reward; TRL warned per row with the row's whole
+    content (images included) and trained on. One line, exit 2, no output."""
+    command = [str(a) for a in _commands("train-grpo", "", dataset, tiny_model_dir, tmp_path / "grpo",
+                                         f"{plugins}/plug.py:boom")]
+    at = command.index("format=0.2")
+    del command[at - 1:at + 1]  # boom alone
+    result = subprocess.run([sys.executable, "-m", "rftcli", *command], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "every reward failed on every completion of a training batch" in lines[0]
+    assert "row 0: reward boom: RuntimeError: boom" in lines[0]
+    assert "All reward functions returned None" not in result.stdout + result.stderr
+    assert not (tmp_path / "grpo").exists()
