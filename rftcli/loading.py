@@ -19,7 +19,9 @@ import ast
 import atexit
 import json
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -66,17 +68,58 @@ def is_adapter(spec: str) -> bool:
     return Path(spec, "adapter_config.json").is_file()
 
 
-def adapter_base(spec: str, base: str | None = None) -> str:
-    """The base model of an adapter folder: `base` if given, else its manifest's, else PEFT's record."""
-    if base:
-        return base
+def _adapter_config(spec: str) -> dict[str, Any]:
+    path = Path(spec, "adapter_config.json")
+    try:
+        cfg = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({first_line(err)})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a JSON object, so not an adapter config")
+    return cfg
+
+
+def _recorded_at(recorded: str, spec: str) -> bool:
+    """Whether `recorded` (an absolute path) is relative path `spec` made absolute: the same trailing names."""
+    parts = Path(os.path.normpath(spec)).parts
+    return bool(parts) and ".." not in parts and Path(recorded).parts[-len(parts):] == parts
+
+
+def _recorded_base(spec: str) -> str:
+    """The base an adapter folder records: its manifest's `base_model` (a built-in spec, a hub id, or a folder,
+    relative to the working directory as given at training time), else PEFT's `base_model_name_or_path`. A
+    relative manifest base that is not found from here is taken from adapter_config.json, where rftcli records
+    it as an absolute path; a temporary path PEFT recorded for a built-in base never wins over the manifest."""
     manifest = read_checkpoint_manifest(spec) or {}
-    if manifest.get("base_model"):
-        return manifest["base_model"]
-    cfg = json.loads(Path(spec, "adapter_config.json").read_text())
-    if not cfg.get("base_model_name_or_path"):
+    base = manifest.get("base_model")
+    if base:
+        if tiny_model.is_builtin(base) or Path(base).exists():
+            return base
+        recorded = _adapter_config(spec).get("base_model_name_or_path")
+        if (isinstance(recorded, str) and Path(recorded).is_absolute() and Path(recorded).is_dir()
+                and _recorded_at(recorded, base)):
+            return recorded
+        return base
+    recorded = _adapter_config(spec).get("base_model_name_or_path")
+    if not recorded:
         raise ValueError(f"{spec}: adapter names no base model; pass --base")
-    return cfg["base_model_name_or_path"]
+    return recorded
+
+
+def adapter_base(spec: str, base: str | None = None) -> str:
+    """The base model of an adapter folder: `base` if given, else its manifest's, else PEFT's record. A chain
+    of adapters that leads back to one of its own folders is refused, naming the chain."""
+    chosen = base or _recorded_base(spec)
+    chain, seen, current = [spec, chosen], {os.path.realpath(spec)}, chosen
+    while not tiny_model.is_builtin(current) and is_adapter(current):
+        if os.path.realpath(current) in seen:
+            where = f"{current}/rftcli_manifest.json" if Path(current, "rftcli_manifest.json").is_file() else current
+            raise ValueError(f"{spec}: its chain of base models loops back on itself ({' -> '.join(chain)}); "
+                             f"fix base_model in {where}, or pass --base to name the base")
+        seen.add(os.path.realpath(current))
+        current = _recorded_base(current)
+        chain.append(current)
+    return chosen
 
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -84,7 +127,9 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 # Settings files a checkpoint folder may hold; a damaged one is named before transformers reads it.
 _JSON_FILES = ("config.json", "adapter_config.json", "generation_config.json", "processor_config.json",
-               "preprocessor_config.json", "tokenizer_config.json", "rftcli_manifest.json")
+               "preprocessor_config.json", "video_preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "added_tokens.json", "vocab.json", "chat_template.json",
+               "rftcli_manifest.json")
 
 
 def check_files(folder: Path) -> None:
@@ -181,8 +226,44 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+# Files a tokenizer is read from (a fast tokenizer's tokenizer.json, a BPE vocabulary, a sentencepiece model).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
+def _damaged_tokenizer_file(folder: Path) -> str | None:
+    """Why tokenizer.json, when there is one, is not a tokenizer the tokenizers library reads; else None."""
+    f = folder / "tokenizer.json"
+    if not f.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_file(str(f))
+    except Exception as err:  # the Rust library raises plain Exception
+        return f"{f}: not a tokenizer file the tokenizers library can read ({first_line(err)})"
+    return None
+
+
+def _check_chat_templates(processor: Any, folder: str) -> None:
+    """Compile the chat templates now, naming their file, rather than fail at the first prompt."""
+    from jinja2 import TemplateError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    templates: list[Any] = [getattr(processor, "chat_template", None),
+                            getattr(getattr(processor, "tokenizer", None), "chat_template", None)]
+    texts = [t for tpl in templates for t in (tpl.values() if isinstance(tpl, dict) else [tpl]) if isinstance(t, str)]
+    for text in texts:
+        try:
+            _compile_jinja_template(text)
+        except TemplateError as err:
+            names = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+            where = next((str(Path(folder, n)) for n in names if Path(folder, n).is_file()), folder)
+            raise ValueError(f"{where}: the chat template does not compile ({first_line(err)})") from None
+
+
 def load_processor(spec: str, trust_remote_code: bool = False, base: str | None = None):
-    """The processor of a model argument; an adapter without its own comes from its base (`base` if given)."""
+    """The processor of a model argument; an adapter without its own comes from its base (`base` if given).
+    A local folder without a tokenizer, or whose processor files are damaged, is a one-line error naming it."""
     from transformers import AutoProcessor
 
     ensure_processor_loads_without_torchvision()
@@ -191,9 +272,41 @@ def load_processor(spec: str, trust_remote_code: bool = False, base: str | None 
     own = any(Path(path, name).is_file() for name in ("processor_config.json", "preprocessor_config.json"))
     if is_adapter(path) and not own:
         return load_processor(adapter_base(path, base), trust_remote_code)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    local = Path(path).is_dir()
+    if local and not any(Path(path, name).is_file() for name in _TOKENIZER_FILES):
+        raise ValueError(f"{path}: no tokenizer in this folder (expected tokenizer.json, or vocab.json and "
+                         "merges.txt); copy the tokenizer files of its base model into it")
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ImportError):
+        raise
+    except Exception as err:
+        if not local:
+            raise
+        if str(err).startswith(path):
+            raise ValueError(first_line(err)) from None
+        raise ValueError(_damaged_tokenizer_file(Path(path)) or f"{path}: its processor or tokenizer files cannot be "
+                         f"loaded ({type(err).__name__}: {first_line(err)})") from None
+    if getattr(processor, "tokenizer", None) is None:
+        raise ValueError(f"{path}: no tokenizer in this folder's processor")
+    if local:
+        _check_chat_templates(processor, path)
     processor.tokenizer.padding_side = "left"
     return processor
+
+
+def _check_model_type(folder: Path, trust_remote_code: bool) -> None:
+    """Refuse a folder whose config.json names a model that is not image-text-to-text (a text-only model, an
+    encoder, a type transformers does not know), naming the folder."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    cfg = json.loads((folder / "config.json").read_text())
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if not isinstance(model_type, str) or (trust_remote_code and "auto_map" in cfg):
+        return  # left to transformers: a custom model with its code, or a config that names no type
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise ValueError(f"{folder}: config.json has model_type {model_type!r}, which is not an image-text-to-text "
+                         "model; rftcli needs one (such as qwen2_5_vl, Qwen2.5-VL)")
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -242,12 +355,45 @@ def _checked_from_pretrained(auto_class: Any, path: str, kwargs: dict[str, Any])
     return model
 
 
+def _check_adapter_config(path: str) -> None:
+    """Refuse an adapter_config.json naming an adapter type PEFT does not know, naming the file."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    peft_type = _adapter_config(path).get("peft_type")
+    if peft_type is not None and peft_type not in PEFT_TYPE_TO_CONFIG_MAPPING:
+        raise ValueError(f"{Path(path, 'adapter_config.json')}: unknown peft_type {peft_type!r} (PEFT knows "
+                         f"{', '.join(sorted(str(getattr(t, 'value', t)) for t in PEFT_TYPE_TO_CONFIG_MAPPING)[:6])}, ...)")
+
+
+def _module_of(filename: str) -> str | None:
+    """The imported module whose source is `filename`, so a re-emitted warning meets the filters by module."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
+
+
 def _peft_from_pretrained(peft_model: Any, model: Any, path: str) -> Any:
     """`PeftModel.from_pretrained`, refusing an adapter whose file lacks some of its LoRA weights: PEFT warns
-    ("Found missing adapter keys ...") and leaves them at their initial values, which for LoRA's B is zero."""
+    ("Found missing adapter keys ...") and leaves them at their initial values, which for LoRA's B is zero.
+    An adapter whose weights do not fit its adapter_config.json (another rank, a re-saved tensor), or whose
+    config PEFT cannot read, is a one-line error naming the folder."""
+    _check_adapter_config(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = peft_model.from_pretrained(model, path)
+        try:
+            loaded = peft_model.from_pretrained(model, path)
+        except RuntimeError as err:
+            text = str(err)
+            if "Error(s) in loading state_dict" not in text:
+                raise
+            detail = next((line.strip().rstrip(".") for line in text.splitlines() if "size mismatch" in line),
+                          first_line(err))
+            raise ValueError(f"{path}: adapter_model.safetensors does not fit its adapter_config.json: {detail} "
+                             "(a damaged file, or a config changed after training); nothing loaded") from None
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}: PEFT cannot load this adapter from its adapter_config.json "
+                             f"({type(err).__name__}: {first_line(err)})") from None
     prefix = "Found missing adapter keys while loading the checkpoint: "
     for w in caught:
         text = str(w.message)
@@ -258,8 +404,10 @@ def _peft_from_pretrained(peft_model: Any, model: Any, path: str) -> Any:
             except (ValueError, SyntaxError):
                 keys = [listed]
             _refuse_missing(path, "adapter", keys)
-        else:  # not ours to swallow
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:  # not ours to swallow: re-emitted under its own module, so the usual filters apply
+            module = _module_of(w.filename)
+            registry = vars(sys.modules[module]).setdefault("__warningregistry__", {}) if module else None
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module=module, registry=registry)
     return loaded
 
 
@@ -304,6 +452,7 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
         if not (local / "config.json").is_file():
             raise ValueError(f"{local}: not a model folder (no config.json or adapter_config.json)")
         check_weights(local, adapter=False, allow_pickle=allow_pickle)
+        _check_model_type(local, trust_remote_code)
     elif _looks_like_path(spec):
         raise FileNotFoundError(f"{spec}: no such model folder")
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code,

@@ -220,6 +220,25 @@ def save_checkpoint(model: Any, processor: Any, folder: Path, manifest: dict[str
     finally:
         if reset:
             model._weight_conversions = conversions
+    # PEFT records the folder the base was read from: for a built-in model a temporary folder deleted at exit,
+    # for a local folder the path as typed (relative to the working directory). Record a base that loads later:
+    # a built-in one as its spec (what rftcli resolves), a local folder as its absolute path, a hub id as is.
+    base, cfg_file = manifest.get("base_model"), Path(folder, "adapter_config.json")
+    if base and cfg_file.is_file():
+        from rftcli import tiny_model
+
+        record = base if tiny_model.is_builtin(base) or not Path(base).exists() else os.path.abspath(base)
+        cfg = json.loads(cfg_file.read_text())
+        old = cfg.get("base_model_name_or_path")
+        if old != record:
+            cfg["base_model_name_or_path"] = record
+            cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+            card = Path(folder, "README.md")  # PEFT's model card names the base too
+            if old and card.is_file():
+                text = card.read_text()
+                for label in ("base_model: ", "base_model:adapter:"):
+                    text = text.replace(f"{label}{old}\n", f"{label}{record}\n")
+                card.write_text(text)
     processor.save_pretrained(folder)
     write_checkpoint_manifest(folder, manifest)
 

@@ -357,6 +357,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
 
 
 def run(config: Config) -> Result:
+    check_output(config.out, config.overwrite)  # before the heavy imports: a refusal comes at once
     from transformers import set_seed
 
     from rftcli.loading import build_builtins
@@ -371,7 +372,6 @@ def run(config: Config) -> Result:
         write_output,
     )
 
-    check_output(config.out, config.overwrite)
     _check_backends(config)
     offline = config.rollouts is not None
     inputs = {"rollouts" if offline else "dataset": config.rollouts or config.dataset, "model": config.model}
