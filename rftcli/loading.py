@@ -411,6 +411,35 @@ def _peft_from_pretrained(peft_model: Any, model: Any, path: str) -> Any:
     return loaded
 
 
+def _check_model_folder(spec: str, path: str, trust_remote_code: bool, allow_pickle: bool) -> None:
+    """The checks a local full-model folder passes before it loads (none for a hub id)."""
+    local = Path(path)
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ValueError(f"{local}: not a model folder (no config.json or adapter_config.json)")
+        check_weights(local, adapter=False, allow_pickle=allow_pickle)
+        _check_model_type(local, trust_remote_code)
+    elif _looks_like_path(spec):
+        raise FileNotFoundError(f"{spec}: no such model folder")
+
+
+def check_model(spec: str, *, base: str | None = None, trust_remote_code: bool = False,
+                allow_pickle: bool = False) -> None:
+    """Run the file checks `load_model` makes, without loading: for a stage that loads several models one
+    after another (eval), so a damaged later one is named before the first is evaluated."""
+    path = resolve(spec)
+    if is_adapter(path):
+        check_weights(Path(path), adapter=True, allow_pickle=allow_pickle)
+        _check_adapter_config(path)
+        base_spec = adapter_base(path, base)
+        try:
+            check_model(base_spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"{spec}: its base model {base_spec}: {first_line(err)}") from None
+        return
+    _check_model_folder(spec, path, trust_remote_code, allow_pickle)
+
+
 def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_in_4bit: bool = False,
                trust_remote_code: bool = False, device: str | None = None, merge_adapter: bool = False,
                allow_pickle: bool = False) -> LoadedModel:
@@ -447,14 +476,7 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
         return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code, base_spec),
                            spec=spec, base=base_spec)
 
-    local = Path(path)
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ValueError(f"{local}: not a model folder (no config.json or adapter_config.json)")
-        check_weights(local, adapter=False, allow_pickle=allow_pickle)
-        _check_model_type(local, trust_remote_code)
-    elif _looks_like_path(spec):
-        raise FileNotFoundError(f"{spec}: no such model folder")
+    _check_model_folder(spec, path, trust_remote_code, allow_pickle)
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "trust_remote_code": trust_remote_code,
                               "use_safetensors": True if not allow_pickle else None}
     if load_in_4bit:

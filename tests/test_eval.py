@@ -470,3 +470,20 @@ def test_cli_eval_prints_the_comparison_and_writes_the_report(tmp_path, dataset)
     missing = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "e2"), "--metrics", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "nope.jsonl: no such metrics file" in missing.output
     assert not (tmp_path / "e2").exists() and not (tmp_path / "e2.parts").exists()
+
+
+def test_a_damaged_later_model_is_named_before_the_first_is_evaluated(tmp_path, dataset, tiny_model_dir):
+    """eval loads its models one after another: a damaged second one used to be met after the first had been
+    evaluated, leaving `<out>.parts/` behind."""
+    import shutil
+
+    from rftcli.cli import app
+
+    damaged = shutil.copytree(tiny_model_dir, tmp_path / "damaged")
+    (damaged / "config.json").write_text('{"model_type": ')
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["eval", "-d", str(dataset), "-m", str(tiny_model_dir), "-m", str(damaged),
+                                      "--out", str(out), "--limit", "2", "--max-new-tokens", "2"])
+    assert result.exit_code == 2, result.output
+    assert f"{damaged / 'config.json'}: not valid JSON" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged"]

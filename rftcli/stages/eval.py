@@ -250,6 +250,7 @@ def flip_details(outcomes: dict[str, dict[str, tuple[bool, str | None]]], rows_b
 
 def run(config: Config, progress: bool = True) -> Result:
     from rftcli import metrics
+    from rftcli.loading import check_model
     from rftcli.report import read_training_metrics, write_report
 
     check_output(config.out, config.overwrite)
@@ -264,6 +265,8 @@ def run(config: Config, progress: bool = True) -> Result:
     prompts, skipped = _prompts(config, table)
     rewards = load_rewards(reward_specs(config))
     reward_names = [r.name for r in rewards]
+    for spec in config.models:  # every model's files, before the first is evaluated
+        check_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     labels = config.model_labels
     inputs = {"dataset": config.dataset, **{f"model:{label}": m for label, m in zip(labels, config.models, strict=True)}}
     manifest = make_manifest("eval", config, inputs, seed=config.seed)
