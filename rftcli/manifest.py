@@ -89,6 +89,11 @@ def read_checkpoint_manifest(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ValueError(f"{path}: not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: not a JSON object, so not an rftcli manifest")
+    return manifest

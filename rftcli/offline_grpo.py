@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +94,13 @@ def _check_groups(path: Path, table: pa.Table) -> None:
             raise ValueError(f"{path}: row {row}, column 'sample_index': sample {sample} of group {group} "
                              "appears twice")
         samples.add((group, sample))
+    sizes = Counter(group for group, _ in samples)
+    usual, _ = Counter(sizes.values()).most_common(1)[0]
+    short = next((group for group, size in sizes.items() if size != usual), None)
+    if short is not None:
+        row = table["_file_row"][table["group_index"].to_pylist().index(short)].as_py()
+        raise ValueError(f"{path}: row {row}, column 'group_index': group {short} has {sizes[short]} samples where "
+                         f"the others have {usual}; offline GRPO needs whole groups (rows dropped after rollout?)")
 
 
 def reward_weights(path: Path, manifest: dict[str, Any], names: Sequence[str], specs: Sequence[str] | None

@@ -280,6 +280,33 @@ def _check_items(path: Path, table: pa.Table, offset: int) -> None:
                              "log-probability above 0 (a probability over 1)")
 
 
+ANSWER_TYPES = ("number", "choice", "text", "math", "box")
+"""The values of `answer_type` (how rewards compare an answer; see `rftcli.rewards.accuracy`)."""
+
+
+def _check_fields(path: Path, table: pa.Table, offset: int) -> None:
+    """Text columns with a fixed vocabulary or a format: `answer_type` one of ANSWER_TYPES, `metadata` a
+    JSON object (or missing)."""
+    if "answer_type" in table.column_names:
+        col = table.column("answer_type")
+        bad = pc.invert(pc.is_in(col, pa.array(ANSWER_TYPES)))
+        if pc.any(pc.fill_null(bad, False)).as_py():
+            value = col.filter(pc.fill_null(bad, False))[0].as_py()
+            raise _first_row(path, col, pc.fill_null(bad, False), offset, "answer_type",
+                             f"{value[:40]!r} is not one of {', '.join(ANSWER_TYPES)}")
+    if "metadata" in table.column_names:
+        col = table.column("metadata")
+        for row, text in enumerate(col.to_pylist()):
+            if text is None:
+                continue
+            try:
+                ok = isinstance(json.loads(text), dict)
+            except (ValueError, RecursionError):
+                ok = False
+            if not ok:
+                raise ArtifactError(f"{path}: row {offset + row}, column 'metadata': not a JSON object")
+
+
 def _check_values(path: Path, table: pa.Table, offset: int) -> None:
     """Values a type cannot rule out: text that is not UTF-8 (Parquet does not check it, Python cannot
     decode it) and floats that are NaN or infinite (a reward or log-prob that would poison a loss); then
@@ -301,6 +328,7 @@ def _check_values(path: Path, table: pa.Table, offset: int) -> None:
                 raise _first_row(path, col, pc.fill_null(pc.invert(finite), False), offset, name,
                                  "not a finite number (NaN or infinite)")
     _check_items(path, table, offset)
+    _check_fields(path, table, offset)
 
 
 def _is_utf8(value: bytes | None) -> bool:

@@ -20,7 +20,6 @@ from typing import Any
 
 from rftcli.formats import BadRow, BoxSpec, Context, Record, Where, layouts
 from rftcli.formats.prompt import (
-    ANSWER_TYPES,
     apply_instruction,
     convert_box,
     format_box,
@@ -32,6 +31,7 @@ from rftcli.formats.prompt import (
 )
 from rftcli.formats.rows import image_base
 from rftcli.images import ImageError, ImageProcessor, StoredImage, sample_frames
+from rftcli.schema import ANSWER_TYPES
 
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")

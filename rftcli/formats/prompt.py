@@ -47,7 +47,6 @@ SYSTEMS = {
 }
 """Named system prompts for --system."""
 
-ANSWER_TYPES = ("number", "choice", "text", "math", "box")
 _IMAGE_TOKEN = re.compile(r"[ \t]*<image>[ \t]*\n?")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")

@@ -54,8 +54,8 @@ from rftcli.rewards.grounding import box_iou, box_score, parse_boxes  # noqa: F4
 from rftcli.rewards.mathcheck import math_equal
 from rftcli.rewards.numeric import ANSWER_PREFIX, REL_TOL, numbers_equal, parse_number  # noqa: F401  (REL_TOL re-exported)
 from rftcli.rewards.text import completion_text, find_answer
+from rftcli.schema import ANSWER_TYPES
 
-ANSWER_TYPES = ("number", "choice", "text", "math", "box")
 BOX_IOU = 0.5
 """Minimum intersection-over-union for a box answer to count as correct."""
 

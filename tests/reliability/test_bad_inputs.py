@@ -572,3 +572,29 @@ def test_a_manifest_that_is_not_a_json_object_is_refused(manifest, message, tabl
     table = tables["scores"]
     meta = {k: v for k, v in _with_manifest(table, manifest).schema.metadata.items() if k != CHECK_KEY}
     _offline_refused(table.replace_schema_metadata(meta), tiny_model_dir, "rftcli.manifest metadata", message)
+
+
+def test_a_short_group_is_refused_offline(tables, tiny_model_dir):
+    """Rows dropped from one group after rollout (5 of its 8 samples kept, say): its advantages would be
+    computed over another population than the others'."""
+    table = tables["scores"]
+    groups = table.column("group_index").to_pylist()
+    drop = groups.index(groups[-1])  # the first row of the last group
+    kept = table.filter(pa.array([i != drop for i in range(table.num_rows)]))
+    _offline_refused(kept, tiny_model_dir, f"row {drop}, column 'group_index'", "samples where the others have")
+
+
+@pytest.mark.parametrize("stage", ["rollout", "score"])
+@pytest.mark.parametrize("column,value,message", [
+    ("answer_type", "banana", "'banana' is not one of number, choice, text, math, box"),
+    ("metadata", "not json", "not a JSON object"),
+    ("metadata", "[1, 2]", "not a JSON object"),
+    ("metadata", "[" * 100_000, "not a JSON object"),
+])
+def test_text_columns_with_a_vocabulary_or_a_format_are_checked(stage, column, value, message, tables,
+                                                                tiny_model_dir):
+    kind, args = STAGES[stage]
+    table = tables[kind]
+    values = table.column(column).to_pylist()
+    values[2] = value
+    refused(args, tiny_model_dir, _writer(_set(table, column, values)), f"row 2, column {column!r}: {message}")

@@ -62,6 +62,8 @@ DAMAGES = {
     "base is itself": ("adapter", lambda d: _edit_json(d / "rftcli_manifest.json", base_model=str(d)),
                        "rftcli_manifest.json", "loops back on itself"),
     "base cycle of two": ("adapter", _cycle_of_two, None, "loops back on itself"),
+    "manifest is a list": ("adapter", lambda d: (d / "rftcli_manifest.json").write_text("[]"),
+                           "rftcli_manifest.json", "not a JSON object"),
     "chat template syntax": ("model", lambda d: (d / "chat_template.jinja").write_text("{% for x in %}"),
                              "chat_template.jinja", "chat template does not compile"),
     "adapter chat template syntax": ("adapter", lambda d: (d / "chat_template.jinja").write_text("{% for x in %}"),
