@@ -150,21 +150,18 @@ def remove_aside(folder: Path, output: Path) -> None:
     _remove(aside)
 
 
-def remove_finished_leftovers(path: Path) -> list[Path]:
+def remove_finished_leftovers(path: Path) -> None:
     """Remove the work folders of the run that wrote `path`: a kill between renaming the output into place
     and removing them leaves them behind. Only folders with nothing newer than the output go: a run
     writing there now (say with --overwrite) is left alone."""
-    removed = []
     try:
         finished = path.stat().st_mtime
     except OSError:
-        return removed
+        return
     for suffix in WORK_SUFFIXES:
         folder = path.with_name(path.name + suffix)
         if folder.is_dir() and not folder.is_symlink() and _newest_mtime(folder) <= finished:
             remove_aside(folder, path)
-            removed.append(folder)
-    return removed
 
 
 def _newest_mtime(folder: Path) -> float:

@@ -324,7 +324,7 @@ def _refuse_missing(path: str, kind: str, missing) -> None:
                          "(a damaged file, or a checkpoint of another architecture); nothing loaded")
 
 
-def _checked_from_pretrained(auto_class: Any, path: str, kwargs: dict[str, Any]) -> Any:
+def checked_from_pretrained(auto_class: Any, path: str, kwargs: dict[str, Any]) -> Any:
     """`from_pretrained` that refuses a checkpoint it would load only in part: a weight of the wrong shape
     or missing (transformers starts it at random and only logs a multi-line report). The report is held
     back; the error names the folder and the first such weight."""
@@ -373,16 +373,18 @@ def _module_of(filename: str) -> str | None:
     return None
 
 
-def _peft_from_pretrained(peft_model: Any, model: Any, path: str) -> Any:
+def _peft_from_pretrained(model: Any, path: str) -> Any:
     """`PeftModel.from_pretrained`, refusing an adapter whose file lacks some of its LoRA weights: PEFT warns
     ("Found missing adapter keys ...") and leaves them at their initial values, which for LoRA's B is zero.
     An adapter whose weights do not fit its adapter_config.json (another rank, a re-saved tensor), or whose
     config PEFT cannot read, is a one-line error naming the folder."""
+    from peft import PeftModel
+
     _check_adapter_config(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            loaded = peft_model.from_pretrained(model, path)
+            loaded = PeftModel.from_pretrained(model, path)
         except RuntimeError as err:
             text = str(err)
             if "Error(s) in loading state_dict" not in text:
@@ -454,8 +456,6 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
     _quiet_transformers()
     path = resolve(spec)
     if is_adapter(path):
-        from peft import PeftModel
-
         check_weights(Path(path), adapter=True, allow_pickle=allow_pickle)
         base_spec = adapter_base(path, base)
         if is_adapter(resolve(base_spec)) and load_in_4bit:
@@ -470,7 +470,7 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
                                     f"({first_line(err)}); pass --base to name it") from None
         except ValueError as err:
             raise ValueError(f"{spec}: its base model {base_spec}: {first_line(err)}") from None
-        model = _peft_from_pretrained(PeftModel, inner.model, path)  # check_weights saw its safetensors file
+        model = _peft_from_pretrained(inner.model, path)  # check_weights saw its safetensors file
         if merge_adapter:
             model = model.merge_and_unload()
         return LoadedModel(model=model, processor=load_processor(spec, trust_remote_code, base_spec),
@@ -482,7 +482,7 @@ def load_model(spec: str, *, base: str | None = None, dtype: str = "auto", load_
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = {"": device or default_device()}
-    model = _checked_from_pretrained(AutoModelForImageTextToText, path, kwargs)
+    model = checked_from_pretrained(AutoModelForImageTextToText, path, kwargs)
     if load_in_4bit:
         _disable_cpu_repack(model)
     elif device:

@@ -98,9 +98,9 @@ def _check_groups(path: Path, table: pa.Table) -> None:
     usual, _ = Counter(sizes.values()).most_common(1)[0]
     short = next((group for group, size in sizes.items() if size != usual), None)
     if short is not None:
-        row = table["_file_row"][table["group_index"].to_pylist().index(short)].as_py()
-        raise ValueError(f"{path}: row {row}, column 'group_index': group {short} has {sizes[short]} samples where "
-                         f"the others have {usual}; offline GRPO needs whole groups (rows dropped after rollout?)")
+        raise ValueError(f"{path}: row {owner[short][1]}, column 'group_index': group {short} has {sizes[short]} "
+                         f"samples where the others have {usual}; offline GRPO needs whole groups (rows dropped "
+                         "after rollout?)")
 
 
 def reward_weights(path: Path, manifest: dict[str, Any], names: Sequence[str], specs: Sequence[str] | None

@@ -289,10 +289,10 @@ def _check_fields(path: Path, table: pa.Table, offset: int) -> None:
     JSON object (or missing)."""
     if "answer_type" in table.column_names:
         col = table.column("answer_type")
-        bad = pc.invert(pc.is_in(col, pa.array(ANSWER_TYPES)))
-        if pc.any(pc.fill_null(bad, False)).as_py():
-            value = col.filter(pc.fill_null(bad, False))[0].as_py()
-            raise _first_row(path, col, pc.fill_null(bad, False), offset, "answer_type",
+        bad = pc.fill_null(pc.invert(pc.is_in(col, pa.array(ANSWER_TYPES))), False)
+        if pc.any(bad).as_py():
+            value = col.filter(bad)[0].as_py()
+            raise _first_row(path, col, bad, offset, "answer_type",
                              f"{value[:40]!r} is not one of {', '.join(ANSWER_TYPES)}")
     if "metadata" in table.column_names:
         col = table.column("metadata")
@@ -310,7 +310,7 @@ def _check_fields(path: Path, table: pa.Table, offset: int) -> None:
 def _check_values(path: Path, table: pa.Table, offset: int) -> None:
     """Values a type cannot rule out: text that is not UTF-8 (Parquet does not check it, Python cannot
     decode it) and floats that are NaN or infinite (a reward or log-prob that would poison a loss); then
-    `_check_items`."""
+    `_check_items` and `_check_fields`."""
     for name in table.column_names:
         col = table.column(name)
         t = col.type

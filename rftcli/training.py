@@ -469,13 +469,14 @@ def _load_full_weights(trainer: Any, checkpoint: Path) -> bool:
     the run went on from the weights it started with."""
     from transformers.trainer import _is_peft_model
 
+    from rftcli.loading import checked_from_pretrained
+
     model = trainer.model
-    weights = checkpoint / "model.safetensors"
     if (_is_peft_model(model) or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
-            or not (weights.is_file() or (checkpoint / "model.safetensors.index.json").is_file())):
+            or not any((checkpoint / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))):
         return False
-    dtype = next(model.parameters()).dtype
-    saved = type(model).from_pretrained(str(checkpoint), dtype=dtype, device_map={"": "cpu"}).state_dict()
+    kwargs = {"dtype": next(model.parameters()).dtype, "device_map": {"": "cpu"}}
+    saved = checked_from_pretrained(type(model), str(checkpoint), kwargs).state_dict()
     result = model.load_state_dict(saved, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(f"{checkpoint}: its weights do not fit the model being trained (missing "

@@ -131,8 +131,7 @@ def isolated_rewards(rewards: Sequence[WeightedReward], isolation: Isolation = I
         batch.append((values, failures))
         if len(batch) < len(rewards):
             return
-        outcome = list(batch)
-        batch.clear()
+        outcome, batch[:] = batch[:], []
         if all(v is None for values, _ in outcome for v in values):
             first = next((m for _, f in outcome for m in f.messages), "every reward returned None")
             raise ValueError(f"every reward failed on every completion of a training batch ({first}); "
