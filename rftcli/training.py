@@ -166,10 +166,11 @@ def write_logs(log_history: list[Mapping[str, Any]], work: Path, folder: Path) -
     files the trainer wrote live under `<out>.work/runs/` (`--report-to tensorboard`) copied to `runs/`."""
     import shutil
 
+    from rftcli.training_progress import metrics_row
+
     path = folder / "metrics.jsonl"
     with open(path, "w") as fh:
-        for entry in log_history:
-            fh.write(json.dumps(dict(entry), sort_keys=True) + "\n")
+        fh.writelines(metrics_row(entry) for entry in log_history)
     if (work / "runs").is_dir():
         shutil.copytree(work / "runs", folder / "runs")
 
@@ -243,45 +244,12 @@ def save_checkpoint(model: Any, processor: Any, folder: Path, manifest: dict[str
     write_checkpoint_manifest(folder, manifest)
 
 
-def progress_callback(label: str):
-    """A rich progress bar for a TRL trainer, showing the latest loss (and reward, for GRPO)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from transformers import TrainerCallback
-
-    class RichProgress(TrainerCallback):
-        def __init__(self):
-            self.bar: Progress | None = None
-            self.task = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                TimeRemainingColumn(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=state.max_steps, completed=state.global_step, info="")
-
-        def on_step_end(self, args, state, control, **kw):
-            self.bar.update(self.task, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            info = "  ".join(f"{k} {logs[k]:.3g}" for k in ("loss", "reward") if isinstance(logs.get(k), (int, float)))
-            if info:
-                self.bar.update(self.task, info=info)
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.stop()
-
-    return RichProgress()
-
-
 def attach_progress(trainer: Any, label: str) -> None:
-    """Swap the trainer's print-every-log callback for a progress bar (logs still go to metrics.jsonl)."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    """A progress bar (plain lines off a terminal) and `<out>.work/metrics.jsonl` written as steps are logged:
+    `rftcli.training_progress`."""
+    from rftcli.training_progress import attach
 
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(progress_callback(label))
+    attach(trainer, label)
 
 
 def discard(path: Path) -> None:
