@@ -8,6 +8,8 @@
     vllm         installed or not, and whether `rollout --backend vllm` could use it (it needs CUDA)
     torchvision  installed and importable, or why not (rftcli then loads processors without it)
     defaults     what `--dtype auto`, the model device and `rollout --backend` would use
+    storage      the Hugging Face cache folder (where hub models download to: HF_HOME, HF_HUB_CACHE) and
+                 the working folder, each with its free disk space in GiB
 
 Nothing here changes state; a check that fails is reported as text, never raised.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from rftcli import __version__
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow", "bitsandbytes", "vllm",
-             "torchvision", "deepspeed", "tensorboard", "wandb")
+             "torchvision", "deepspeed", "tensorboard", "wandb", "matplotlib")
 
 
 def _version(dist: str) -> str | None:
@@ -98,6 +100,27 @@ def defaults() -> dict[str, str]:
             "rollout_backend": backend}
 
 
+def free_gib(path: str) -> float | None:
+    """Free disk space where `path` is (or would be created: its nearest existing parent), in GiB."""
+    import shutil
+
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        return round(shutil.disk_usage(probe).free / 2**30, 1)
+    except OSError:
+        return None
+
+
+def storage() -> dict[str, Any]:
+    from huggingface_hub import constants
+
+    cache = constants.HF_HUB_CACHE
+    return {"hf_cache": cache, "hf_cache_free_gib": free_gib(cache), "workdir": os.getcwd(),
+            "workdir_free_gib": free_gib(os.getcwd())}
+
+
 def report() -> dict[str, Any]:
     """Versions, devices and what rftcli would use here; see the module docstring for each key."""
     versions: dict[str, str | None] = {"python": platform.python_version(), "rftcli": __version__}
@@ -112,6 +135,7 @@ def report() -> dict[str, Any]:
         "vllm": vllm_status(cuda),
         "torchvision": torchvision_status(),
         "defaults": defaults(),
+        "storage": storage(),
     }
 
 
@@ -134,4 +158,8 @@ def rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     d = info["defaults"]
     out += [("--dtype auto", d["dtype_auto"]), ("model device", d["device"]),
             ("rollout --backend", f"{d['rollout_backend']} (default)")]
+    st = info["storage"]
+    for key, name in (("hf_cache", "Hugging Face cache"), ("workdir", "working folder")):
+        free = st[f"{key}_free_gib"]
+        out.append((name, f"{st[key]} ({'free space unknown' if free is None else f'{free} GiB free'})"))
     return out
