@@ -7,8 +7,9 @@ table and a line saying the charts were skipped.
 
 Charts:
     accuracy.png   accuracy overall and per category (else per task) per model, grouped bars
-    lengths.png    response-length distribution per model, with the max_new_tokens limit
-    training.png   reward, KL and loss over steps, one line per metrics file (only with --metrics)
+    lengths.png    response-length distribution, one panel per model, with the max_new_tokens limit
+    training.png   reward and KL over steps (one line per metrics file; the KL panel says when KL was
+                   off), and each run's loss on its own axis (only with --metrics)
 """
 
 from __future__ import annotations
@@ -187,34 +188,64 @@ def _plot_accuracy(Figure, summary: Mapping[str, Any], key: str, title: str, pat
     fig.savefig(path, dpi=110)
 
 
-def _plot_lengths(Figure, lengths: Mapping[str, Sequence[int]], limit: int, path: Path) -> None:
-    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
-    ax = fig.add_subplot()
+def lengths_figure(Figure, lengths: Mapping[str, Sequence[int]], limit: int):
+    """Response lengths: one histogram panel per model over a shared x axis, so no model's bars hide
+    another's (models that answer alike have near-identical histograms)."""
+    labels = list(lengths)
+    fig = Figure(figsize=(6.0, 1.0 + 1.3 * len(labels)), layout="constrained")
+    axes = fig.subplots(len(labels), 1, sharex=True, squeeze=False)[:, 0]
     top = max([limit] + [max(v) for v in lengths.values() if v])
     bins = list(range(0, top + 2, max(1, (top + 1) // 40)))
-    for label, values in lengths.items():
-        ax.hist(values, bins=bins, histtype="step", linewidth=1.5, label=label)
-    ax.axvline(limit, color="grey", linestyle="--", linewidth=1, label="max_new_tokens")
-    ax.set_xlabel("response tokens")
-    ax.set_ylabel("responses")
-    ax.set_title("response length")
-    ax.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
+    colors = [f"C{i}" for i in range(len(labels))]
+    for ax, label, color in zip(axes, labels, colors, strict=True):
+        ax.hist(lengths[label], bins=bins, color=color, alpha=0.8)
+        ax.axvline(limit, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(label, fontsize="small", loc="left")
+        ax.set_ylabel("responses", fontsize="small")
+    axes[-1].set_xlabel(f"response tokens (dashed: max_new_tokens {limit})")
+    fig.suptitle("response length")
+    return fig
 
 
-def _plot_training(Figure, curves: Mapping[str, Mapping[str, list[tuple[float, float]]]], path: Path) -> None:
-    keys = [k for k in TRAINING_KEYS if any(k in c for c in curves.values())]
-    fig = Figure(figsize=(4.0 * len(keys), 3.2), layout="constrained")
-    for i, key in enumerate(keys):
-        ax = fig.add_subplot(1, len(keys), i + 1)
-        for label, series in curves.items():
-            if key in series:
-                xs, ys = zip(*series[key], strict=True)
-                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
-        ax.set_xlabel("step")
-        ax.set_title(key)
-        ax.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
+def training_panels(curves: Mapping[str, Mapping[str, list[tuple[float, float]]]]) -> list[tuple[str, list[str]]]:
+    """The panels of training.png: (title, runs drawn in it). Reward and KL are shared by the runs that log
+    them; KL gets a panel whenever a run logs rewards (a GRPO run), empty when none logs KL; each run's loss
+    has a panel of its own, since an SFT loss (cross-entropy) and a GRPO loss (near 0) share no scale."""
+    panels = []
+    rewarded = [label for label, c in curves.items() if "reward" in c]
+    if rewarded:
+        panels.append(("reward", rewarded))
+    with_kl = [label for label, c in curves.items() if "kl" in c]
+    if with_kl or rewarded:
+        panels.append(("kl", with_kl))
+    panels += [(f"loss: {label}", [label]) for label, c in curves.items() if "loss" in c]
+    return panels
+
+
+KL_OFF = "KL not logged:\ntrained with --beta 0\n(no KL term)"
+
+
+def training_figure(Figure, curves: Mapping[str, Mapping[str, list[tuple[float, float]]]]):
+    """training.png: see `training_panels`; an empty KL panel says that KL was off."""
+    panels = training_panels(curves)
+    colors = {label: f"C{i}" for i, label in enumerate(curves)}
+    fig = Figure(figsize=(3.6 * len(panels), 3.2), layout="constrained")
+    for i, (title, runs) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        key = title.split(":")[0]
+        for label in runs:
+            xs, ys = zip(*curves[label][key], strict=True)
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label, color=colors[label])
+        if not runs:
+            ax.text(0.5, 0.5, KL_OFF, ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.set_xlabel("step")
+            if key != "loss":
+                ax.legend(fontsize="small")
+        ax.set_title(title)
+    return fig
 
 
 # ---------------------------------------------------------------- report.md
@@ -229,10 +260,10 @@ def write_report(folder: Path, summary: Mapping[str, Any], lengths: Mapping[str,
     key, title = _breakdown(summary)
     if Figure is not None:
         _plot_accuracy(Figure, summary, key, title, folder / "accuracy.png")
-        _plot_lengths(Figure, lengths, summary["max_new_tokens"], folder / "lengths.png")
+        lengths_figure(Figure, lengths, summary["max_new_tokens"]).savefig(folder / "lengths.png", dpi=110)
         charts += ["accuracy.png", "lengths.png"]
         if any(curves.values()):
-            _plot_training(Figure, curves, folder / "training.png")
+            training_figure(Figure, curves).savefig(folder / "training.png", dpi=110)
             charts.append("training.png")
 
     samples = summary["samples"]
@@ -282,6 +313,8 @@ def write_report(folder: Path, summary: Mapping[str, Any], lengths: Mapping[str,
                     rows.append([label, k, str(len(c[k])), _num(c[k][0][1], 4), _num(c[k][-1][1], 4), f"`{p}`"])
         md += [_md_table(["run", "metric", "logged steps", "first", "last", "file"], rows) if rows else
                "The metrics files hold no reward, KL or loss entries.", ""]
+        if any("reward" in c for c in curves.values()) and not any("kl" in c for c in curves.values()):
+            md += ["No run logged KL: train-grpo ran with `--beta 0` (no KL term).", ""]
         if "training.png" in charts:
             md += ["![training curves](training.png)", ""]
     (folder / "report.md").write_text("\n".join(md))

@@ -432,7 +432,7 @@ def test_refcoco_preset_on_converted_grounding_rows(tmp_path):
     assert all(r["prompt"] == benchmarks.GROUNDING_REQUEST + "the black square" for r in rows)
     assert all(r["correct"] == (r["reward_iou_50"] == 1.0) for r in rows)
     assert all(not r["correct"] for r in rows if r["reward_iou"] == 0.0)
-    s = result.summary["models"][TINY]
+    s = result.summary["models"]["tiny-qwen2.5-vl"]  # the short label of builtin:tiny-qwen2.5-vl
     assert s["accuracy_by_category"].keys() <= {"square"} and s["category_key"] == "category"
     assert set(s["mean_reward"]) == {"iou_50", "format", "iou"}
 

@@ -128,7 +128,18 @@ class Config:
     def model_labels(self) -> list[str]:
         if self.labels:
             return list(self.labels)
-        return [Path(m).name if Path(m).exists() else m for m in self.models]
+        return short_labels(self.models)
+
+
+def short_labels(models: Sequence[str]) -> list[str]:
+    """A column label per model spec: a folder's name (out/grpo -> grpo), a hub id's name
+    (Qwen/Qwen2.5-VL-3B-Instruct -> Qwen2.5-VL-3B-Instruct), a built-in's name (builtin:NAME -> NAME); where
+    two would clash, one more part of the path or id (runs/a/grpo -> a/grpo)."""
+    parts = [list(Path(m).resolve().parts) if Path(m).exists() else m.removeprefix("builtin:").rstrip("/").split("/")
+             for m in models]
+    names = [p[-1] for p in parts]
+    clashing = {name for name in names if names.count(name) > 1}
+    return ["/".join(p[-2:]) if p[-1] in clashing else p[-1] for p in parts]
 
 
 @dataclass(frozen=True)
