@@ -240,6 +240,14 @@ def save_checkpoint(model: Any, processor: Any, folder: Path, manifest: dict[str
                 for label in ("base_model: ", "base_model:adapter:"):
                     text = text.replace(f"{label}{old}\n", f"{label}{record}\n")
                 card.write_text(text)
+    # A fast tokenizer keeps the padding and truncation of the last batch it encoded (TRL pads prompts left, SFT
+    # completions right) and writes them into tokenizer.json; transformers sets both again on every call. Cleared,
+    # the saved files do not depend on what was encoded last: a run resumed from its final checkpoint, which
+    # encodes nothing, writes the same tokenizer.json as the run never interrupted.
+    backend = getattr(getattr(processor, "tokenizer", processor), "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
     processor.save_pretrained(folder)
     write_checkpoint_manifest(folder, manifest)
 

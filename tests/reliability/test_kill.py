@@ -226,7 +226,7 @@ TRAINING_FLAGS = ["--max-steps", "6", "--lr", "0.01", "--save-steps", "2", "--lo
 
 @pytest.fixture(scope="module")
 def training_runs(dataset, scores_table, tiny_model_dir, tmp_path_factory):
-    """Per stage: its arguments for an output, and the adapter and losses of an uninterrupted run."""
+    """Per stage: its arguments for an output, the adapter and losses of an uninterrupted run, and its folder."""
     fixtures = {"dataset": dataset, "scores_table": scores_table, "tiny_model_dir": tiny_model_dir}
     runs = {}
     for stage, base in TRAINING.items():
@@ -234,18 +234,70 @@ def training_runs(dataset, scores_table, tiny_model_dir, tmp_path_factory):
             return [*base(fixtures), *TRAINING_FLAGS, "--out", str(out)]
         reference = tmp_path_factory.mktemp("kill_ref") / stage
         _run(args(reference))
-        runs[stage] = (args, _adapter_and_losses(reference))
+        runs[stage] = (args, _adapter_and_losses(reference), reference)
     return runs
 
 
 @pytest.mark.parametrize("point", _points(CHECKPOINT_POINTS))
 @pytest.mark.parametrize("stage", sorted(TRAINING))
 def test_training_killed_then_resumed_equals_an_uninterrupted_run(stage, point, training_runs, tmp_path):
-    args, reference = training_runs[stage]
+    args, reference, _ = training_runs[stage]
     out = tmp_path / "out" / stage
     out.parent.mkdir()
     kill_and_rerun(args(out), out, point, ["--resume"], random_moment=point[1].startswith("sleep:"))
     _same_training(_adapter_and_losses(out), reference)
+
+
+MEASURED = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+
+
+def _comparable(folder: Path, name: str) -> object:
+    """A file of a finished training output as it must equal the uninterrupted run's: its bytes, except what
+    records the run itself: in the manifest, when it was made, its output path, --resume and the step it
+    resumed from; in metrics.jsonl, what is measured (times, memory) and the end-of-run line of timings (a run
+    resumed from its final checkpoint trains no step and logs none)."""
+    text = (folder / name).read_bytes()
+    if name == "rftcli_manifest.json":
+        manifest = json.loads(text.decode().replace(str(folder), "OUT"))
+        for key in ("created_at", "resumed_from_step"):
+            manifest.pop(key, None)
+        manifest["config"].pop("resume")
+        return manifest
+    if name == "metrics.jsonl":
+        return [{k: v for k, v in entry.items() if k not in MEASURED and not k.startswith("memory/")}
+                for entry in map(json.loads, text.decode().splitlines()) if "train_runtime" not in entry]
+    return text
+
+
+def _same_files(out: Path, reference: Path) -> None:
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file())
+    assert "tokenizer.json" in names and "adapter_model.safetensors" in names
+    for name in names:
+        assert _comparable(out, name) == _comparable(reference, name), f"{name} differs from the uninterrupted run's"
+
+
+ONLINE = ["train-grpo", "-m", "builtin:tiny-qwen2.5-vl", "--batch-size", "4", "--num-generations", "2",
+          "--max-completion-length", "8", "--seed", "4", "--max-steps", "2", "--lr", "0.01", "--save-steps", "2",
+          "--logging-steps", "1"]
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo", "grpo-online"])
+def test_training_killed_while_its_output_is_written_resumes_to_the_same_files(stage, dataset, request, tmp_path):
+    """A kill while the output's temporary folder is written, then --resume (from the final checkpoint: no step
+    left to train): every file equals the uninterrupted run's, tokenizer.json included (it kept the padding of
+    the last batch encoded, which the resumed run never encoded)."""
+    if stage == "grpo-online":
+        def args(out: Path) -> list[str]:
+            return [*ONLINE, "-d", str(dataset), "--out", str(out)]
+        reference = tmp_path / "ref" / stage
+        _run(args(reference))
+    else:
+        args, _, reference = request.getfixturevalue("training_runs")[stage]
+    out = tmp_path / "out" / stage
+    out.parent.mkdir()
+    kill_and_rerun(args(out), out, CHECKPOINT_POINTS[2][1], ["--resume"])
+    _same_files(out, reference)
 
 
 
