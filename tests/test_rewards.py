@@ -13,7 +13,14 @@ import time
 import pytest
 
 from rftcli.rewards import builtin_rewards, get_reward, parse_weighted, reward_name
-from rftcli.rewards.accuracy import accuracy, accuracy_boxed, accuracy_strict, infer_answer_type, make_accuracy
+from rftcli.rewards.accuracy import (
+    accuracy,
+    accuracy_boxed,
+    accuracy_lenient,
+    accuracy_strict,
+    infer_answer_type,
+    make_accuracy,
+)
 from rftcli.rewards.count import count, parse_count
 from rftcli.rewards.format import format_lenient, format_strict
 from rftcli.rewards.formula import formulas_equal
@@ -77,14 +84,15 @@ ACCURACY_CASES = [
     (A("0"), "0", "number", None, 1.0),
     (A("1/0"), "0", "number", None, 0.0),
     (A("\\sqrt{4}"), "2", "number", None, 1.0),
-    (A("three"), "3", "number", None, 0.0),
+    (A("three"), "3", "number", None, 1.0),  # a number word is the number
     (A("7"), "7", None, None, 1.0),
     (A("8"), "7", None, None, 0.0),
     # extraction: fallbacks, think blocks, empty and repeated tags
     ("The result is \\boxed{12}.", "12", "number", None, 1.0),
     ("so \\boxed{\\frac{1}{2}}", "0.5", "math", None, 1.0),
-    ("\\boxed{3} no wait \\boxed{4}", "4", "number", None, 1.0),
-    ("I count 5 squares, so there are 6.", "6", "number", None, 1.0),
+    ("\\boxed{3} no wait \\boxed{4}", "4", "number", None, 0.0),  # two answers in the slot
+    ("\\boxed{4} so \\boxed{4}", "4", "number", None, 1.0),  # one answer, repeated
+    ("I count 5 squares, so there are 6.", "6", "number", None, 0.0),  # no slot: strict pays nothing
     ("<think>The answer is 5</think>", "5", "number", None, 0.0),
     ("<think>I think 5</think> I am not sure", "5", "number", None, 0.0),
     ("<think>\\boxed{5}</think> no idea", "5", "number", None, 0.0),
@@ -92,7 +100,7 @@ ACCURACY_CASES = [
     ("<think>5</think><answer>6</answer>", "5", "number", None, 0.0),
     ("<answer></answer> 5", "5", "number", None, 0.0),
     (A("   "), "5", "number", None, 0.0),
-    (A("3") + " wait " + A("5"), "5", "number", None, 1.0),
+    (A("3") + " wait " + A("5"), "5", "number", None, 0.0),  # two answers in the slot
     (A("5") + " wait " + A("3"), "5", "number", None, 0.0),
     ("<think>so <answer>5</answer></think><answer>3</answer>", "5", "number", None, 0.0),
     ("<think>truncated reasoning, maybe 5", "5", "number", None, 0.0),
@@ -199,11 +207,11 @@ ACCURACY_CASES = [
     # traps: answers in the wrong place
     ("<think>the answer is (B)</think>", "B", "choice", None, 0.0),
     ("<think>\\boxed{B}</think> so (C)", "B", "choice", None, 0.0),
-    ("<think>\\boxed{B}</think> so (C)", "C", "choice", None, 1.0),
-    ("So the answer is B.", "B", "choice", None, 1.0),  # fallback: the last "answer is X"
-    ("Option B looks wrong; I pick (C).", "C", "choice", None, 1.0),
+    ("<think>\\boxed{B}</think> so (C)", "C", "choice", None, 0.0),  # no slot: the fallback is opt-in
+    ("So the answer is B.", "B", "choice", None, 0.0),
+    ("Option B looks wrong; I pick (C).", "C", "choice", None, 0.0),
     ("Option B looks wrong; I pick (C).", "B", "choice", None, 0.0),
-    ("<think>maybe 3</think>The count is 4", "4", "number", None, 1.0),
+    ("<think>maybe 3</think>The count is 4", "4", "number", None, 0.0),
     ("<think>maybe 3</think>The count is 4", "3", "number", None, 0.0),
     ("<answer>4</answer><think>no, 5</think>", "4", "number", None, 1.0),
     (A("4") + "<think>no, <answer>5</answer></think>", "5", "number", None, 0.0),
@@ -213,7 +221,7 @@ ACCURACY_CASES = [
     (A('{"x1": 12, "y1": 11, "x2": 50, "y2": 52}'), "[10, 10, 50, 50]", "box", None, 1.0),
     (A("(10,10),(50,50)"), "[10, 10, 50, 50]", "box", None, 1.0),
     (A("[10, 10, 50, 50]"), '[{"bbox_2d": [10, 10, 50, 50]}]', None, None, 1.0),
-    ("The cup is at [10, 10, 50, 50].", "[10, 10, 50, 50]", "box", None, 1.0),
+    ("The cup is at [10, 10, 50, 50].", "[10, 10, 50, 50]", "box", None, 0.0),
 ]
 
 
@@ -257,14 +265,17 @@ def test_infer_answer_type(answer, choices, expected):
 
 @pytest.mark.parametrize("text,fallback,expected", [
     ("<answer> 4 </answer>", True, "4"),
-    ("<answer>1</answer><answer>2</answer>", True, "2"),
+    ("<answer>1</answer><answer>2</answer>", True, None),
+    ("<answer>2</answer><answer> 2 </answer>", True, "2"),
     ("<answer>\n multi\nline \n</answer>", True, "multi\nline"),
     ("<answer></answer>", True, None),
     ("<answer></answer> 5", True, None),
     ("<think>4</think>", True, None),
     ("<think><answer>4</answer></think>", True, None),
     ("x \\boxed{\\frac{1}{2}} y", True, "\\frac{1}{2}"),
-    ("\\boxed{a} \\boxed{b}", True, "b"),
+    ("\\boxed{a} \\boxed{b}", True, None),
+    ("abc2def CLEVR_val_000003 img_3.png http://x.org/3", True, None),
+    ("it is 3cm.", True, "3"),
     ("\\boxed{ok} \\boxed{unclosed", True, "ok"),
     ("count 1,000 then 2,500.", True, "2,500"),
     ("it is -3.5.", True, "-3.5"),
@@ -297,9 +308,11 @@ def test_completion_text(completion, expected):
 
 
 @pytest.mark.parametrize("text,strict,lenient", [
-    ("<think>r</think><answer>a</answer>", 1.0, 1.0),
-    ("<think>r</think>\n\n<answer>a</answer>", 1.0, 1.0),
-    ("  <think>multi\nline</think>\n<answer>4</answer>\n", 1.0, 1.0),
+    ("<think>r s t</think><answer>a</answer>", 1.0, 1.0),
+    ("<think>r</think><answer>a</answer>", 0.0, 1.0),  # a trivial think (under MIN_THINK_WORDS)
+    ("<think>.</think><answer>a</answer>", 0.0, 1.0),
+    ("<think>r s t</think>\n\n<answer>a</answer>", 1.0, 1.0),
+    ("  <think>multi\nline text</think>\n<answer>4</answer>\n", 1.0, 1.0),
     ("<think> </think><answer>a</answer>", 0.0, 1.0),
     ("<think>r</think><answer></answer>", 0.0, 1.0),
     ("<think>r</think>text<answer>a</answer>", 0.0, 1.0),
@@ -374,10 +387,11 @@ def test_math_check_outside_main_thread_uses_killable_helper():
 
 def test_builtin_names():
     rewards = builtin_rewards()
-    assert sorted(rewards) == ["accuracy", "accuracy_boxed", "accuracy_strict", "cosine_length", "count", "format",
-                               "format_lenient", "format_strict", "iou", "iou_50", "iou_75", "overlong", "repetition"]
+    assert sorted(rewards) == ["accuracy", "accuracy_boxed", "accuracy_lenient", "accuracy_strict", "cosine_length",
+                               "count", "count_lenient", "format", "format_lenient", "format_strict", "iou", "iou_50",
+                               "iou_75", "iou_lenient", "overlong", "repetition"]
     for name, fn in rewards.items():  # TRL logs a reward under its function's name
-        assert fn.__name__ == {"format": "format_strict"}.get(name, name)
+        assert fn.__name__ == {"format": "format_strict", "accuracy_boxed": "accuracy"}.get(name, name)
         assert fn.__doc__
     assert rewards["format"] is format_strict and rewards["accuracy"] is accuracy
     assert get_reward("format_lenient") is format_lenient
@@ -398,8 +412,9 @@ def test_get_reward_by_module_and_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("acuracy", "unknown reward 'acuracy'; built-in rewards are accuracy, accuracy_boxed, accuracy_strict, "
-                "cosine_length, count, format, format_lenient, format_strict, iou, iou_50, iou_75, overlong, repetition"),
+    ("acuracy", "unknown reward 'acuracy'; built-in rewards are accuracy, accuracy_boxed, accuracy_lenient, "
+                "accuracy_strict, cosine_length, count, count_lenient, format, format_lenient, format_strict, iou, "
+                "iou_50, iou_75, iou_lenient, overlong, repetition"),
     ("no_such_pkg_xyz.mod:fn", "cannot import 'no_such_pkg_xyz.mod'"),
     ("rftcli.rewards.format:nope", "has no attribute 'nope'"),
     ("rftcli.rewards.format:_TAGS", "'_TAGS' is not callable"),
@@ -438,11 +453,12 @@ def test_reward_name(spec, name):
 
 # ---------------------------------------------------------------- extraction modes
 
-# (completion, answer, answer_type, expected for accuracy_strict, accuracy_boxed, accuracy)
+# (completion, answer, answer_type, expected for accuracy_strict, accuracy (= accuracy_boxed), accuracy_lenient)
 EXTRACTION_CASES = [
     (A("4"), "4", "number", 1.0, 1.0, 1.0),
     ("so \\boxed{4}", "4", "number", 0.0, 1.0, 1.0),
     ("so it is 4", "4", "number", 0.0, 0.0, 1.0),
+    ("so it is abc4", "4", "number", 0.0, 0.0, 0.0),
     ("The answer is (B).", "B", "choice", 0.0, 0.0, 1.0),
     ("\\boxed{B} and the answer is C", "B", "choice", 0.0, 1.0, 1.0),
     ("<think>\\boxed{4}</think>", "4", "number", 0.0, 0.0, 0.0),
@@ -457,8 +473,10 @@ def test_extraction_modes(completion, answer, answer_type, strict, boxed, any_):
     cols = dict(answer=[answer], answer_type=[answer_type])
     assert accuracy_strict([completion], **cols) == [strict]
     assert accuracy_boxed([completion], **cols) == [boxed]
-    assert accuracy([completion], **cols) == [any_]
+    assert accuracy([completion], **cols) == [boxed]  # the default is the answer slot
+    assert accuracy_lenient([completion], **cols) == [any_]
     assert make_accuracy("tag")([completion], **cols) == [strict]
+    assert make_accuracy("any")([completion], **cols) == [any_]
 
 
 def test_find_answer_rejects_unknown_mode():
@@ -525,10 +543,12 @@ IOU_CASES = [
     (A("[50, 50, 60, 60], [0, 0, 10, 10]"), "[0, 0, 10, 10], [50, 50, 60, 60]", 1.0, 1.0, 1.0),
     (A("[0, 0, 10, 10]"), "[0, 0, 10, 10], [50, 50, 60, 60]", 0.5, 0.5, 0.5),  # a missing box too
     (A("no box"), "[0, 0, 10, 10]", 0.0, 0.0, 0.0),
-    (A("[0, 0, 0, 0]"), "[0, 0, 0, 0]", 0.0, 0.0, 0.0),  # degenerate boxes have no area to share
+    (A("[0, 0, 0, 0]"), "[0, 0, 0, 0]", None, None, None),  # a degenerate true box: abstain, not a silent 0
+    (A("[0, 0, 10, 10]"), "[5, 5, 5, 9]", None, None, None),
+    (A("[0, 0, 0, 0]"), "[0, 0, 10, 10]", 0.0, 0.0, 0.0),  # a degenerate prediction has no area to share
     ("<think>[0, 0, 10, 10]</think>" + A("[20, 20, 30, 30]"), "[0, 0, 10, 10]", 0.0, 0.0, 0.0),
     ("<think>[0, 0, 10, 10]</think> nothing", "[0, 0, 10, 10]", 0.0, 0.0, 0.0),
-    ("It is here: [0, 0, 10, 10].", "[0, 0, 10, 10]", 1.0, 1.0, 1.0),
+    ("It is here: [0, 0, 10, 10].", "[0, 0, 10, 10]", 0.0, 0.0, 0.0),  # outside the slot
     (A('[{"bbox_2d": [0, 0, 10, 10], "label": "cup"}]'), '[{"bbox_2d": [0, 0, 10, 20]}]', 0.5, 1.0, 0.0),
     (A("[0, 0, 10, 10]"), "Paris", None, None, None),
     (A("[0, 0, 10, 10]"), None, None, None, None),
@@ -558,7 +578,8 @@ COUNT_CASES = [
     (A("3"), "3", 1.0),
     (A("three"), "3", 1.0),
     (A("Three cups."), "3", 1.0),
-    (A("There are 3 cups"), "3", 0.0),  # a sentence with a number and words before it is not read
+    (A("There are 3 cups"), "3", 1.0),  # a short sentence stating one number is read
+    (A("There are 3 cups and 4 plates"), "3", 0.0),
     (A("There are three"), "3", 1.0),
     (A("3.0"), "3", 1.0),
     (A("1,000"), "1000", 1.0),
@@ -571,7 +592,7 @@ COUNT_CASES = [
     (A("one or two"), "1", 0.0),
     (A("twenty one"), "20", 0.0),
     (A("many"), "3", 0.0),
-    ("I count 7 dots", "7", 1.0),
+    ("I count 7 dots", "7", 0.0),  # no slot: `count` pays only for the answer slot
     ("<think>7</think>", "7", 0.0),
     (A("0"), "0", 1.0),
     (A("zero"), "0", 1.0),

@@ -77,7 +77,7 @@ def bad_rewards(tmp_path):
 # ---------------------------------------------------------------- isolation in process
 
 def test_a_raising_or_spinning_row_gets_the_on_error_value_and_the_run_goes_on(tmp_path, bad_rewards):
-    texts = ["<think>a</think><answer>4</answer>", "RAISE", "<answer>4</answer> SPIN", "ok 4", "fine"]
+    texts = ["<think>a b c</think><answer>4</answer>", "RAISE", "<answer>4</answer> SPIN", "ok 4", "fine"]
     src = make_rollouts(tmp_path / "r.parquet", texts)
     for on_error, fill in (("abstain", None), ("zero", 0.0)):
         out = tmp_path / f"s-{on_error}.parquet"
@@ -86,9 +86,9 @@ def test_a_raising_or_spinning_row_gets_the_on_error_value_and_the_run_goes_on(t
                                         workers=1, timeout=0.3, on_error=on_error))
         assert time.perf_counter() - start < 10
         rows = read_table(out, "scores").table.to_pylist()
-        assert [r["reward_length"] for r in rows] == [pytest.approx(0.34), fill, fill, 0.04, 0.04]
+        assert [r["reward_length"] for r in rows] == [pytest.approx(0.38), fill, fill, 0.04, 0.04]
         assert [r["reward_format"] for r in rows] == [1.0, 0.0, 0.0, 0.0, 0.0]
-        assert [r["reward"] for r in rows] == [pytest.approx(1.18), 0.0, 0.0, 0.08, 0.08]
+        assert [r["reward"] for r in rows] == [pytest.approx(1.26), 0.0, 0.0, 0.08, 0.08]
         assert result.errors == {"length": 1} and result.timeouts == {"length": 1}
         assert result.failure_messages == ["row 1: reward length: RuntimeError: cannot score this row",
                                            "row 2: reward length: no result within 0.3 s"]
@@ -202,8 +202,8 @@ def test_pool_kills_a_worker_stuck_in_c_code_or_dead_and_scores_the_other_rows(b
 def test_group_statistics_and_reward_hacking_signals(tmp_path):
     texts = [
         # group 0: honest, varied
-        "<think>two and two</think><answer>4</answer>", "<think>maybe</think><answer>5</answer>",
-        "<think>count</think><answer>4</answer>", "<think>hm</think><answer>3</answer>",
+        "<think>two and two</think><answer>4</answer>", "<think>maybe five here</think><answer>5</answer>",
+        "<think>count them all</think><answer>4</answer>", "<think>hm</think><answer>3</answer>",
         # group 1: collapsed onto one untagged answer
         "it is 4", "it is 4", "it is 4", "it is 4",
         # group 2: empty think, answer only while thinking
@@ -215,14 +215,16 @@ def test_group_statistics_and_reward_hacking_signals(tmp_path):
     out = tmp_path / "s.parquet"
     result = score.run(score.Config(rollouts=src, out=out, rewards=("accuracy=1", "format=0.5"), workers=1))
     rows = read_table(out, "scores").table.to_pylist()
-    rewards = [1.5, 0.5, 1.5, 0.5, 1, 1, 1, 1, 1, 0, 1, 0]  # empty think: right answer, no format reward
+    # empty or trivial think: no format reward; an untagged answer: no accuracy (the answer slot only)
+    rewards = [1.5, 0.5, 1.5, 0.0, 0, 0, 0, 0, 1, 0, 1, 0]
     assert [r["reward"] for r in rows] == rewards
     assert result.groups == 3 and result.zero_variance_groups == pytest.approx(1 / 3)
-    assert result.group_std == pytest.approx((0.5 + 0.0 + 0.5) / 3)
+    assert result.group_std == pytest.approx((np.std([1.5, 0.5, 1.5, 0.0]) + 0.0 + 0.5) / 3)
     d = result.diagnostics
     assert d["answer_outside_tag"] == pytest.approx(4 / 12)
     assert d["answer_in_think_only"] == pytest.approx(2 / 12)
     assert d["think_empty"] == pytest.approx(2 / 12)
+    assert d["think_trivial"] == pytest.approx(2 / 12)  # "hm", "\\boxed{4}"
     assert d["duplicate_completions"] == pytest.approx(3 / 12)
     assert d["identical_groups"] == pytest.approx(1 / 3)
     x, y = np.array(lengths, float), np.array(rewards, float)
@@ -235,7 +237,7 @@ def test_group_statistics_and_reward_hacking_signals(tmp_path):
     manifest = read_table(out, "scores").manifest
     assert manifest["summary"]["diagnostics"] == pytest.approx(d)
     assert manifest["summary"]["group_std"] == pytest.approx(result.group_std)
-    assert manifest["summary"]["mean"]["accuracy"] == pytest.approx(8 / 12)
+    assert manifest["summary"]["mean"]["accuracy"] == pytest.approx(4 / 12)
 
 
 def test_undefined_statistics_are_null_in_the_manifest(tmp_path):

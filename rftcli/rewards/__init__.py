@@ -11,26 +11,33 @@ A reward spec names one:
     path/to/file.py:function         loaded from a file (relative to the working dir)
 and may carry a weight, NAME=WEIGHT (default 1.0).
 
-Built in (each module's docstring has the rules and examples):
-    accuracy          answer from <answer>, else \\boxed{}, else the last choice/number, compared by type
-    accuracy_boxed    the same, answer only from <answer> or \\boxed{}                     (accuracy.py)
+Built in (each module's docstring has the rules and examples; the extraction policy they share is in
+text.py: the answer slot only - <answer>, else \\boxed{} - numbers as whole tokens, two answers wrong):
+    accuracy          the answer in the slot matches, compared by answer type             (accuracy.py)
+    accuracy_boxed    the same (its old name)
     accuracy_strict   the same, answer only from <answer>
-    format            = format_strict: exactly <think>...</think><answer>...</answer>      (format.py)
+    accuracy_lenient  the same, else the last choice phrase / whole-token number (opt-in)
+    format            = format_strict: exactly <think>...</think><answer>...</answer>,     (format.py)
+                      the think block at least 3 words
     format_lenient    a think block, then somewhere an answer block
     iou               mean IoU of predicted vs ground-truth boxes, in [0, 1]               (grounding.py)
     iou_50, iou_75    share of boxes found with IoU >= 0.5 / 0.75
-    count             the right whole number ("3", "three cups"); abstains on non-counts   (count.py)
+    iou_lenient       iou, also reading boxes outside the slot (opt-in)
+    count             the right whole number ("3", "three cups", "There are 3 cups.");     (count.py)
+                      abstains on non-counts
+    count_lenient     the same, else the last whole-token number (opt-in)
     overlong          DAPO's soft overlong penalty, 0 down to -1                           (length.py)
     cosine_length     accuracy scaled by length along a half cosine (replaces accuracy)
     repetition        -(share of repeated word 3-grams), in [-1, 0]
-Variants with other settings come from factories in those modules (`make_accuracy`, `make_iou`,
-`soft_overlong`, `make_cosine_length`, `make_repetition`), assigned in a file of your own.
+Variants with other settings come from factories in those modules (`make_accuracy`, `make_count`,
+`make_iou`, `make_format(min_think_words=)`, `soft_overlong`, `make_cosine_length`, `make_repetition`),
+assigned in a file of your own.
 
 Examples:
     >>> parse_weighted(["accuracy", "format=0.2"])
     [('accuracy', 1.0), ('format', 0.2)]
-    >>> get_reward("format")(["<think>a</think><answer>b</answer>"])
-    [1.0]
+    >>> get_reward("format")(["<think>a b c</think><answer>d</answer>", "<think>.</think><answer>d</answer>"])
+    [1.0, 0.0]
     >>> reward_name("my_rewards.py:length_penalty")
     'length_penalty'
 """
@@ -61,13 +68,16 @@ _BUILTIN: dict[str, RewardFn] = {
     "accuracy": _accuracy.accuracy,
     "accuracy_boxed": _accuracy.accuracy_boxed,
     "accuracy_strict": _accuracy.accuracy_strict,
+    "accuracy_lenient": _accuracy.accuracy_lenient,
     "format": _format.format_strict,
     "format_strict": _format.format_strict,
     "format_lenient": _format.format_lenient,
     "iou": _grounding.iou,
     "iou_50": _grounding.iou_50,
     "iou_75": _grounding.iou_75,
+    "iou_lenient": _grounding.iou_lenient,
     "count": _count.count,
+    "count_lenient": _count.count_lenient,
     "overlong": _length.overlong,
     "cosine_length": _length.cosine_length,
     "repetition": _length.repetition,

@@ -16,7 +16,7 @@ rows run unlimited (math checks still have their own helper-process limit). Code
 never returns to Python is cut off only by `rftcli.rewards.pool`, which kills the worker process.
 
     >>> rewards = load_rewards(["accuracy=1", "format=0.2"])
-    >>> per, total = score_columns(rewards, ["<think>x</think><answer>4</answer>"], {"answer": ["4"]}, errors={})
+    >>> per, total = score_columns(rewards, ["<think>two plus two</think><answer>4</answer>"], {"answer": ["4"]}, errors={})
     >>> per, total
     ({'accuracy': [1.0], 'format': [1.0]}, [1.2])
 """

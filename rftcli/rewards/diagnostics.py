@@ -4,11 +4,14 @@ A policy optimises whatever the rewards actually pay for. These shares, printed 
 in its manifest, show the usual ways it learns to be paid without doing the task; watch them rise
 between checkpoints:
 
-    answer_outside_tag    no `<answer>` block outside `<think>`, yet `accuracy`'s fallback finds an
-                          answer (a `\\boxed{}` or a stray last number): credit the tag rule never gave
+    answer_outside_tag    no `<answer>` block outside `<think>`, yet a `\\boxed{}` or a whole-token number
+                          is there: what the lenient rewards (`accuracy_lenient`) would pay for
     answer_in_think_only  an `<answer>` or `\\boxed{}` inside `<think>` and none outside: an answer
                           the graders (rightly) ignore
-    think_empty           a `<think>` block with nothing in it: the format reward paid for no reasoning
+    think_empty           a `<think>` block with nothing in it
+    think_trivial         think blocks with some text but fewer than `MIN_THINK_WORDS` words
+                          (`<think>.</think>`, `<think>ok</think>`): reasoning in name only; the
+                          strict `format` reward pays neither
     duplicate_completions completions identical to an earlier one of the same group (prompt)
     identical_groups      groups whose completions are all the same: zero advantage, nothing learned
     reward_length_corr    Pearson correlation of total reward and num_tokens over all rows
@@ -25,6 +28,8 @@ Examples:
     >>> s = d.summary()
     >>> s["answer_outside_tag"], s["think_empty"], s["duplicate_completions"], s["answer_in_think_only"]
     (0.5, 0.25, 0.25, 0.25)
+    >>> s["think_trivial"]
+    0.0
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ import re
 from array import array
 from collections.abc import Sequence
 
+from rftcli.rewards.format import MIN_THINK_WORDS, is_trivial_think
 from rftcli.rewards.text import last_boxed, last_number, strip_think
 
 _ANSWER_BLOCK = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-KEYS = ("answer_outside_tag", "answer_in_think_only", "think_empty", "duplicate_completions", "identical_groups",
+KEYS = ("answer_outside_tag", "answer_in_think_only", "think_empty", "think_trivial", "duplicate_completions",
+        "identical_groups",
         "reward_length_corr", "reward_length_corr_within")
 
 
@@ -60,8 +67,8 @@ def think_parts(text: str) -> list[str]:
     return parts
 
 
-def answer_flags(text: str) -> tuple[bool, bool, bool]:
-    """(answer outside the tag, answer in think only, empty think) for one completion."""
+def answer_flags(text: str) -> tuple[bool, bool, bool, bool]:
+    """(answer outside the tag, answer in think only, empty think, trivial think) for one completion."""
     visible = strip_think(text)
     tagged = _ANSWER_BLOCK.search(visible) is not None
     outside = not tagged and (last_boxed(visible) is not None or last_number(visible) is not None)
@@ -69,7 +76,8 @@ def answer_flags(text: str) -> tuple[bool, bool, bool]:
     in_think = not tagged and last_boxed(visible) is None and any(
         _ANSWER_BLOCK.search(p) or "\\boxed{" in p for p in thinking)
     empty = bool(thinking) and all(not p.strip() for p in thinking)
-    return outside, in_think, empty
+    trivial = not empty and bool(thinking) and is_trivial_think(" ".join(thinking), MIN_THINK_WORDS)
+    return outside, in_think, empty, trivial
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -90,7 +98,7 @@ class Diagnostics:
 
     def __init__(self):
         self.rows = 0
-        self._flags = [0, 0, 0]
+        self._flags = [0, 0, 0, 0]
         self._duplicates = 0
         self._seen: dict[int, set[bytes]] = {}
         self._lengths = array("d")
@@ -122,6 +130,7 @@ class Diagnostics:
             "answer_outside_tag": self._flags[0] / rows,
             "answer_in_think_only": self._flags[1] / rows,
             "think_empty": self._flags[2] / rows,
+            "think_trivial": self._flags[3] / rows,
             "duplicate_completions": self._duplicates / rows,
             "identical_groups": identical / len(multi) if multi else math.nan,
             "reward_length_corr": pearson(self._lengths, self._rewards),

@@ -9,11 +9,13 @@ use the same convention. `parse_boxes` reads them from
                number of them; four bare numbers without brackets are not read as a box
 Gemini's `box_2d` (y before x) is not read, because its order differs.
 
-The prediction is the `<answer>` block, else the last `\\boxed{}`, else all the text outside
-`<think>`. Predicted and ground-truth boxes are paired one to one, greedily by highest IoU, and
+The prediction is the answer slot - the `<answer>` block, else `\\boxed{}` - as `rftcli.rewards.text`
+defines it; `iou_lenient` (`make_iou(extract="any")`) also reads boxes anywhere outside `<think>`.
+Predicted and ground-truth boxes are paired one to one, greedily by highest IoU, and
 the score is divided by the larger of the two counts, so a missing box and an extra (hedging) box
-both cost the same. A row whose `answer` holds no box abstains (None); a prediction without a box
-scores 0.
+both cost the same. A row whose `answer` holds no box abstains (None), and so does one whose answer
+holds a degenerate box (no width or no height: a point or a line, which no box can overlap, so IoU would
+be 0 even for an identical prediction); a prediction without a box scores 0.
 
     iou       mean IoU of the paired boxes, in [0, 1]
     iou_50    share of boxes paired with IoU >= 0.5 (1.0 or 0.0 for one box each)
@@ -28,8 +30,10 @@ Examples:
     [0.0, 0.0]
     >>> iou(["<answer>[0, 0, 10, 10], [50, 50, 60, 60]</answer>"], answer=["[0, 0, 10, 10]"])
     [0.5]
-    >>> iou(["<answer>3</answer>"], answer=["Paris"])
-    [None]
+    >>> iou(["<answer>3</answer>", "<answer>[5, 5, 5, 5]</answer>"], answer=["Paris", "[5, 5, 5, 5]"])
+    [None, None]
+    >>> iou(["box [0, 0, 10, 10]"], answer=["[0, 0, 10, 10]"]), iou_lenient(["box [0, 0, 10, 10]"], answer=["[0, 0, 10, 10]"])
+    ([0.0], [1.0])
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rftcli.rewards.text import completion_text, find_answer
+from rftcli.rewards.text import EXTRACT_MODES, LENIENT, STRICT, completion_text, find_answer
 
 Box = tuple[float, float, float, float]
 MAX_BOXES = 100
@@ -103,6 +107,11 @@ def parse_boxes(text: str | None) -> list[Box]:
     return boxes
 
 
+def degenerate(box: Sequence[float]) -> bool:
+    """No width or no height: a point or a line."""
+    return box[0] == box[2] or box[1] == box[3]
+
+
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two [x1, y1, x2, y2] boxes (corners in either order)."""
     ax1, ax2, ay1, ay2 = min(a[0], a[2]), max(a[0], a[2]), min(a[1], a[3]), max(a[1], a[3])
@@ -134,9 +143,11 @@ def box_score(pred: Sequence[Box], gold: Sequence[Box], threshold: float | None 
     return hits / max(len(pred), len(gold))
 
 
-def make_iou(threshold: float | None = None, extract: str = "any", name: str | None = None) -> Callable[..., list]:
+def make_iou(threshold: float | None = None, extract: str = STRICT, name: str | None = None) -> Callable[..., list]:
     """A grounding reward: mean IoU (`threshold` None) or the thresholded share; `extract` is the
     answer extraction mode of `rftcli.rewards.text.find_answer`."""
+    if extract not in EXTRACT_MODES:
+        raise ValueError(f"unknown extraction mode {extract!r}; expected one of {', '.join(EXTRACT_MODES)}")
 
     def reward(completions: Sequence[Any], answer: Sequence[Any], **kwargs: Any) -> list[float | None]:
         if len(answer) != len(completions):
@@ -144,14 +155,15 @@ def make_iou(threshold: float | None = None, extract: str = "any", name: str | N
         out: list[float | None] = []
         for completion, gold_text in zip(completions, answer, strict=True):
             gold = parse_boxes(None if gold_text is None else str(gold_text))
-            if not gold:
+            if not gold or any(degenerate(b) for b in gold):
                 out.append(None)
                 continue
             pred = parse_boxes(find_answer(completion_text(completion), extract, kind="box"))
             out.append(box_score(pred, gold, threshold))
         return out
 
-    reward.__name__ = reward.__qualname__ = name or ("iou" if threshold is None else f"iou_{round(threshold * 100)}")
+    default = "iou" if threshold is None else f"iou_{round(threshold * 100)}"
+    reward.__name__ = reward.__qualname__ = name or (default if extract == STRICT else f"{default}_{extract}")
     reward.__doc__ = (f"TRL reward: {'mean IoU' if threshold is None else f'share of boxes with IoU >= {threshold}'} "
                       "of the predicted boxes against the `answer` boxes; None when the answer holds no box.")
     return reward
@@ -160,3 +172,4 @@ def make_iou(threshold: float | None = None, extract: str = "any", name: str | N
 iou = make_iou()
 iou_50 = make_iou(0.5)
 iou_75 = make_iou(0.75)
+iou_lenient = make_iou(extract=LENIENT, name="iou_lenient")

@@ -109,7 +109,7 @@ def cosine_scaled(length: int, max_tokens: int, correct: bool, min_wrong: float 
 
 
 def make_cosine_length(max_tokens: int | None = None, min_wrong: float = -1.0, max_wrong: float = -0.5,
-                       min_correct: float = 0.5, max_correct: float = 1.0, extract: str = "any",
+                       min_correct: float = 0.5, max_correct: float = 1.0, extract: str = "boxed",
                        name: str = "cosine_length") -> Callable[..., list]:
     """A cosine length reward with the given end values; `extract` is accuracy's extraction mode."""
 

@@ -18,10 +18,17 @@ rejected outright; a timed-out or rejected comparison is simply "not equal". Sim
 first, in microseconds; math_verify sees only what that cannot decide. Results and parsed
 expressions are cached, since GRPO scores a group of completions against the same answer.
 
+Where math_verify says "not equal" and both sides are constants, their values are compared too, as
+complex numbers to 1e-12 relative: a constant expression is its value, so `e^{i\\pi}` equals `-1`
+(math_verify reads `i` as a variable and leaves `exp(i*pi)` unevaluated), just as `\\sqrt{8}` equals
+`2\\sqrt{2}`. Here `i` is the imaginary unit when it is the only letter of an expression.
+
 Examples:
     >>> math_equal("\\\\frac12", "0.5")
     True
     >>> math_equal("\\\\sqrt{2}/2", "\\\\frac{1}{\\\\sqrt{2}}")
+    True
+    >>> math_equal("e^{i\\\\pi}", "-1")
     True
     >>> math_equal("10^{10^{10^{10}}}", "1")   # gives up after MATH_TIMEOUT_S
     False
@@ -95,7 +102,35 @@ def verify_untimed(pred: str, gold: str) -> bool:
     from math_verify import verify
 
     gold_parsed, pred_parsed = _parse(gold), _parse(pred)
-    return bool(gold_parsed and pred_parsed and verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None))
+    if not (gold_parsed and pred_parsed):
+        return False
+    return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None)) or \
+        _same_constant(gold_parsed, pred_parsed)
+
+
+def _same_constant(gold_parsed: tuple, pred_parsed: tuple) -> bool:
+    """Both sides parse to constants with the same (complex) value."""
+    import cmath
+
+    import sympy
+
+    def constant(e):
+        if not isinstance(e, sympy.Expr):
+            return None
+        free = e.free_symbols
+        if len(free) == 1 and next(iter(free)).name == "i":  # math_verify's "i" carries assumptions: by name
+            return e.subs(next(iter(free)), sympy.I)
+        return None if free else e
+
+    for g in (c for c in map(constant, gold_parsed) if c is not None):
+        for p in (c for c in map(constant, pred_parsed) if c is not None):
+            try:
+                a, b = complex(sympy.N(g, 20)), complex(sympy.N(p, 20))
+            except (TypeError, ValueError, ArithmeticError):
+                continue
+            if cmath.isfinite(a) and cmath.isfinite(b) and cmath.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15):
+                return True
+    return False
 
 
 def math_equal(pred: str, gold: str, timeout_s: float | None = None) -> bool:

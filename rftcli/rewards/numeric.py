@@ -16,6 +16,11 @@ exactly one side carries a percent sign, the setting `percent` (`PERCENT_MODES`)
     literal   the sign is dropped: "50%" equals "50", not "0.5"
 When both or neither carry one, values are compared as written ("0.5" is not "50").
 
+`sentence_number` reads the one number a short sentence states ("There are 3 objects.", "There are
+three objects."): whole-token numbers (`rftcli.rewards.text.number_tokens`) and English number words up to
+twenty, at most `MAX_SENTENCE_WORDS` words, no formula (`=`, `+`, `^`, `\\`, ...) and no negation ("not
+3"). Two different values ("3 cubes and 4 spheres", "3 or 4", "twenty one") are a hedge: None.
+
 Examples:
     >>> parse_number("x = 1,000 cm")
     Number(value=1000.0, percent=False)
@@ -29,6 +34,8 @@ Examples:
     False
     >>> parse_number("3 or 4") is None
     True
+    >>> sentence_number("There are three objects."), sentence_number("I see 3 cubes and 4 spheres")
+    (Number(value=3.0, percent=False), None)
 """
 
 from __future__ import annotations
@@ -42,6 +49,14 @@ REL_TOL = 1e-6
 ABS_TOL = 1e-9
 """Absolute tolerance, so that answers near zero can match at all."""
 PERCENT_MODES = ("either", "fraction", "literal")
+MAX_SENTENCE_WORDS = 25
+"""Longer answers are not read as a sentence stating a number."""
+NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NEGATIONS = {"not", "never", "isn't", "aren't", "wasn't", "weren't", "cannot", "can't", "neither", "nor", "except"}
+_FORMULA = re.compile(r"[=+*^\\<>{}|≈]")
+_WORD_EDGE = "()[]{},.;:!?\"'*`"
 
 
 class Number(NamedTuple):
@@ -105,6 +120,36 @@ def parse_number(text: str | None) -> Number | None:
     if not math.isfinite(value):
         return None
     return Number(-value if sign == "-" else value, percent)
+
+
+def sentence_number(text: str | None) -> Number | None:
+    """The one number a short sentence states (see the module docstring), or None."""
+    from rftcli.rewards.text import number_tokens
+
+    if not text or len(text) > 400:
+        return None
+    words = text.split()
+    if len(words) > MAX_SENTENCE_WORDS or _FORMULA.search(text):
+        return None
+    found: set[Number] = set()
+    for raw in words:
+        word = raw.strip(_WORD_EDGE).lower()
+        if word in _NEGATIONS:
+            return None
+        if word in NUMBER_WORDS:
+            found.add(Number(float(NUMBER_WORDS[word]), False))
+        elif any(c.isdigit() for c in word):
+            for token in number_tokens(word):
+                number = parse_number(token)
+                if number is not None:
+                    found.add(number)
+    return found.pop() if len(found) == 1 else None
+
+
+def read_number(text: str | None) -> Number | None:
+    """`parse_number`, else `sentence_number`: the number an answer states, or None."""
+    number = parse_number(text)
+    return number if number is not None else sentence_number(text)
 
 
 def _close(a: float, b: float) -> bool:

@@ -1,38 +1,46 @@
-"""Getting the answer text out of a completion.
+"""Getting the answer text out of a completion: the extraction policy every answer reward follows.
 
 A completion is a plain string or TRL's conversational form, a list of messages whose `content` is a
 string or a list of parts (`{"type": "text", "text": ...}`; image parts are skipped).
 
-`extract_answer` takes the content of the last `<answer>...</answer>`; without one it falls back to the
-last `\\boxed{...}` (balanced braces), then to the last number. Everything inside `<think>` is ignored by
-every step, the `<answer>` search included (an answer written only while thinking does not count). An
-unclosed `<think>` (a truncated completion) hides everything after it; a `</think>` with no opening tag
-(chat templates that put `<think>` in the prompt) hides everything before it.
+The policy:
+1. Everything inside `<think>` is ignored by every step (an answer written only while thinking does not
+   count). An unclosed `<think>` (a truncated completion) hides everything after it; a `</think>` with
+   no opening tag (chat templates that put `<think>` in the prompt) hides everything before it.
+2. The answer slot is the `<answer>...</answer>` block, else `\\boxed{...}` (balanced braces). Training
+   rewards pay only for an answer in the slot (`find_answer` mode "boxed", the default).
+3. More than one distinct answer in the slot is no answer: `<answer>3</answer> ... <answer>4</answer>`
+   and `\\boxed{3} ... \\boxed{4}` give None (a repeat of the same answer is fine). An `<answer>` block
+   that is present but empty gives None and does not fall back.
+4. A number is a whole token: never digits inside a word, an identifier, a file name or a URL
+   (`abc2def`, `CLEVR_val_000003`, `img_3.png`, `http://x/3` hold no number); a number may carry a unit
+   glued to it (`3cm`, `90°`, `50%`).
+5. The lenient fallback is opt-in (mode "any", the `*_lenient` rewards): without a slot, the last
+   "answer is B" / "(B)" for choice questions, every box for boxes, else the last whole-token number.
 
-An `<answer>` block that is present but empty gives None and does *not* fall back: a model that writes
-`<answer></answer>` has answered nothing, even if a number appears elsewhere.
-
-`find_answer(text, mode, kind)` makes the fallback configurable (`EXTRACT_MODES`):
+`find_answer(text, mode, kind)` (`EXTRACT_MODES`):
     tag     only the `<answer>` block (`accuracy_strict`)
-    boxed   the `<answer>` block, else the last `\\boxed{}` (`accuracy_boxed`)
-    any     those, else by kind: for choice questions the last "answer is B" / "(B)", then the last
-            number; for boxes every box in the visible text; otherwise the last number (`accuracy`)
+    boxed   the answer slot: `<answer>`, else `\\boxed{}` (`accuracy`, `count`, `iou`)
+    any     the slot, else the lenient fallback (`accuracy_lenient`, `count_lenient`, `iou_lenient`)
+`extract_answer(text, fallback)` is mode "any" (fallback True) or "tag".
 
 Examples:
     >>> extract_answer("<think>maybe 3</think><answer> 4 </answer>")
     '4'
-    >>> extract_answer("<answer>1</answer> no, <answer>2</answer>")
-    '2'
-    >>> extract_answer("so \\\\boxed{\\\\frac{1}{2}}.")
+    >>> extract_answer("<answer>1</answer> no, <answer>2</answer>") is None
+    True
+    >>> find_answer("so \\\\boxed{\\\\frac{1}{2}}.")
     '\\\\frac{1}{2}'
-    >>> extract_answer("I count 7 squares, so 8 in total.")
+    >>> find_answer("I count 7 squares, so 8 in total.") is None
+    True
+    >>> find_answer("I count 7 squares, so 8 in total.", "any")
     '8'
+    >>> find_answer("see CLEVR_val_000003.png", "any") is None
+    True
     >>> extract_answer("<think>it is 5</think>no idea") is None
     True
     >>> find_answer("So the answer is (C).", "any", kind="choice")
     'C'
-    >>> find_answer("I count 8.", "boxed") is None
-    True
     >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
     'hi'
 """
@@ -49,8 +57,16 @@ _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _CHOICE_PHRASE = re.compile(r"(?i:answer)\s*(?i:is)?\s*:?\s*\**\s*\(?([A-J])\)?(?![A-Za-z0-9])")
 _CHOICE_PAREN = re.compile(r"\(([A-J])\)")
 EXTRACT_MODES = ("tag", "boxed", "any")
-# A number: optional sign, thousands-separated or plain digits, decimals, a fraction, a percent sign.
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?|[-+]?\.\d+%?")
+STRICT = "boxed"
+"""The extraction mode of the training rewards: the answer slot only."""
+LENIENT = "any"
+"""The opt-in mode: the answer slot, else the last choice phrase / box / whole-token number."""
+# A number token: optional sign, thousands-separated or plain digits, decimals, a fraction, then at most a
+# percent sign or a short unit glued to it ("3cm", "90°"). Matched against a whole token only.
+_NUMBER_TOKEN = re.compile(
+    r"([-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+))"
+    r"(%|°|(?i:cm|mm|km|m|kg|g|mg|ml|l|s|ms|h|min|ft|in|px|deg))?")
+_TOKEN_EDGE = "()[]{}<>,.;:!?\"'*$`"
 
 
 def completion_text(completion: Any) -> str:
@@ -116,10 +132,44 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def number_tokens(text: str) -> list[str]:
+    """The whole-token numbers in `text`, in order, as written without a glued unit ("1,000", "-2.5",
+    "1/2", "50%"); a token with other letters or digits in it (`abc2def`, `img_3.png`) holds none."""
+    out = []
+    for raw in text.split():
+        token = raw.strip(_TOKEN_EDGE)
+        if token and token[0] in "+-.0123456789" and (m := _NUMBER_TOKEN.fullmatch(token)):
+            out.append(m.group(1) + ("%" if m.group(2) == "%" else ""))
+    return out
+
+
 def last_number(text: str) -> str | None:
-    """The last number in `text` as written ("1,000", "-2.5", "1/2", "50%"), or None."""
-    matches = _NUMBER.findall(text)
-    return matches[-1].replace(" ", "") if matches else None
+    """The last whole-token number in `text` (see `number_tokens`), or None."""
+    if not any(c.isdigit() for c in text):
+        return None
+    found = number_tokens(text)
+    return found[-1] if found else None
+
+
+def all_boxed(text: str) -> list[str]:
+    """The contents of every `\\boxed{...}` with balanced braces, in order."""
+    out, start = [], text.find("\\boxed{")
+    while start != -1:
+        i, depth = start + len("\\boxed{"), 1
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append(text[start + len("\\boxed{"):i - 1].strip())
+        start = text.find("\\boxed{", i if depth == 0 else start + 1)  # not inside the box just read
+    return out
+
+
+def _one(candidates: list[str]) -> str | None:
+    """The answer when every candidate says the same thing (spacing aside), else None."""
+    if not candidates or not candidates[-1]:
+        return None
+    return candidates[-1] if len({" ".join(c.split()) for c in candidates}) == 1 else None
 
 
 def extract_answer(text: str, fallback: bool = True) -> str | None:
@@ -137,7 +187,7 @@ def last_choice(text: str) -> str | None:
     return None
 
 
-def find_answer(text: str, mode: str = "any", kind: str | None = None) -> str | None:
+def find_answer(text: str, mode: str = STRICT, kind: str | None = None) -> str | None:
     """The final answer in `text` by extraction `mode` (see the module docstring); `kind` is the
     answer type, which picks the last-resort fallback of mode "any"."""
     if mode not in EXTRACT_MODES:
@@ -146,12 +196,15 @@ def find_answer(text: str, mode: str = "any", kind: str | None = None) -> str | 
     if "<answer>" in visible:
         blocks = _ANSWER_BLOCK.findall(visible)
         if blocks:
-            return blocks[-1].strip() or None
+            return _one([b.strip() for b in blocks])
     if mode == "tag":
         return None
-    boxed = last_boxed(visible)
-    if boxed is not None or mode == "boxed":
-        return boxed or None
+    if "\\boxed{" in visible:
+        boxed = all_boxed(visible)
+        if boxed or mode == "boxed":
+            return _one(boxed)
+    if mode == "boxed":
+        return None
     if kind == "choice":
         return last_choice(visible) or last_number(visible)
     if kind == "box":
