@@ -71,11 +71,10 @@ def _quiet_libraries() -> None:
     import logging
     import warnings
 
-    # bitsandbytes on CPUs with AVX512-BF16 looks for an optional kernel package and warns when absent.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    # DeepSpeed, when installed, is imported by transformers at model load and says on every machine without a
-    # GPU that it uses its CPU accelerator.
-    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
+    from rftcli.processor_compat import quiet_loading_notices
+
+    # bitsandbytes' optional-kernel notice, DeepSpeed's "Setting accelerator to CPU", a deprecation PEFT triggers.
+    quiet_loading_notices()
     # TRL prints a row whose rewards all abstained in full (its prompt, images, completion); rftcli has logged
     # each failing reward with its row number already.
     logging.getLogger("trl.trainer.grpo_trainer").addFilter(

@@ -1,16 +1,52 @@
-"""Let Qwen-VL processors build, save and load on machines without torchvision.
+"""Load rftcli's checkpoint folders with plain transformers and PEFT: Qwen-VL processors without
+torchvision, and without the libraries' notices that are not about the user's model.
 
 Qwen2.5-VL's processor declares a video processor, and transformers only provides video processors
 when torchvision imports. Where it doesn't (CPU machines whose only torchvision wheel is a CUDA build
 that fails to import), building or loading the processor fails on the video processor
 (`VIDEO_PROCESSOR_MAPPING ... _extra_content`, then a missing `video_preprocessor_config.json`).
 rftcli only feeds images, so on such machines we tell `ProcessorMixin` that processors have no
-"video" attributes. Where torchvision is available this is a no-op.
+"video" attributes. Where torchvision is available this is a no-op. No saved file can avoid it: the
+processor class itself declares the video processor, and transformers has no video processor that runs
+without torchvision.
+
+`quiet_loading_notices` silences, by their exact text, two notices that loading a folder prints with
+the pinned stack: bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" (on CPUs
+with AVX512-BF16 it looks for an optional kernel package; without it, it uses its own kernel, so
+nothing is lost) and transformers' FutureWarning that `is_gradient_checkpointing` is deprecated (PEFT
+reads the old name); also DeepSpeed's "Setting accelerator to CPU" where DeepSpeed is installed.
 """
 
 from __future__ import annotations
 
 _PATCHED_MARK = "_rftcli_drops_video_attributes"
+# (logger, the start of the message it logs) for each library notice `quiet_loading_notices` drops.
+_NOTICES = (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+            ("DeepSpeed", "Setting accelerator to CPU"))
+_DEPRECATION = r"`is_gradient_checkpointing` is deprecated"
+
+
+class _DropNotice:
+    """A logging filter dropping the records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def quiet_loading_notices() -> None:
+    """Drop the library notices listed in the module docstring, and nothing else; call it before importing
+    peft (bitsandbytes logs its notice when imported). Idempotent."""
+    import logging
+    import warnings
+
+    for name, prefix in _NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(_DropNotice(prefix))
+    warnings.filterwarnings("ignore", message=_DEPRECATION, category=FutureWarning)
 
 
 def ensure_processor_loads_without_torchvision() -> None:

@@ -85,7 +85,8 @@ def progress_callback(label: str, console: Any = None):
             self.started = self.last_line = time.monotonic()
             self.first_step = state.global_step
             resumed = f", resuming at step {state.global_step}" if state.global_step else ""
-            self.console.print(f"{label}: {state.max_steps} steps{resumed}; metrics as they are logged: "
+            steps = f"{state.max_steps} step{'s' if state.max_steps != 1 else ''}"
+            self.console.print(f"{label}: {steps}{resumed}; metrics as they are logged: "
                                f"{self.live}", highlight=False, soft_wrap=True)
             if self.console.is_terminal:
                 self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
