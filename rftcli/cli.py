@@ -147,6 +147,10 @@ def _defaults(module: str):
     return defaults(import_module(f"rftcli.stages.{module}").Config)
 
 
+def _pct_or_dash(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.1%}"
+
+
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
     t = Table(title=title, show_header=False, title_justify="left")
     for k, v in rows:
@@ -597,6 +601,11 @@ def eval_(
         result = stage.run(cfg)
     for table in terminal_tables(result.summary):
         out_console.print(table)
+    rule = result.summary.get("accuracy_rule")
+    if rule:
+        out_console.print(f"correct = reward {rule['correct']} = 1 (the headline accuracy); strict / lenient accuracy: "
+                          + ", ".join(f"{k} {_pct_or_dash(rule['strict'][k])} / {_pct_or_dash(rule['lenient'][k])}"
+                                      for k in rule["strict"]))
     resumed = [label for label, s in result.summary["models"].items() if s["resumed"]]
     if resumed:
         out_console.print(f"resumed: reused finished prompts of {', '.join(resumed)} from the work folder")

@@ -174,7 +174,7 @@ def choice_letter(text: str, choices: Sequence[str] | None = None) -> str | None
 
 
 def _number_match(pred: str, gold: str, choices, percent: str = "either") -> bool:
-    p, g = read_number(pred), parse_number(gold)
+    p, g = read_number(pred), read_number(gold)
     if p is not None and g is not None:
         return numbers_equal(p, g, percent)
     return looks_like_math(pred) and math_equal(pred, gold)

@@ -149,6 +149,8 @@ def _math_equal_cached(pred: str, gold: str, timeout_s: float) -> bool:
     # A comparison that ran out of time is cached as False too, so a group repeating an adversarial
     # answer pays the limit once. One cut short by an outer limit (the row's) raises through here.
     if _limits_available():
+        import math_verify  # noqa: F401  (imported before the deadline: importing is not comparing)
+
         verdict = False
         with time_limit(timeout_s) as limit:
             verdict = verify_untimed(pred, gold)

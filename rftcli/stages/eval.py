@@ -15,7 +15,8 @@ Greedy decoding by default; `samples=k` draws k completions per prompt at `tempe
 maj@k (`rftcli.metrics` defines both). Completion j of prompt `id` samples under
 `row_seed(seed, id, j)` (`rftcli.generation`), so every model draws with the same seeds and a resumed
 run reproduces the same samples. A row is correct when the scorer reward (`accuracy` unless a preset
-says otherwise) is 1.0. Presets (`rftcli.benchmarks`) set the scorer, prompts, split and length for
+says otherwise: the answer slot only) is 1.0; `summary.json` also gives strict and lenient accuracy side by
+side (`accuracy_rule`). Presets (`rftcli.benchmarks`) set the scorer, prompts, split and length for
 common benchmarks.
 
 Resuming works as in `rollout` (`rftcli.shards`): each finished batch of each model is scored and
@@ -149,15 +150,29 @@ class Result:
 
 
 def reward_specs(config: Config) -> list[str]:
-    """The scorer, the strict format reward, then the extra rewards (names made unique by dropping repeats)."""
+    """The scorer, the strict format reward, `accuracy_lenient` when the scorer is `accuracy` (so strict and
+    lenient accuracy are reported side by side), then the extra rewards (names made unique by dropping repeats)."""
     from rftcli.rewards import parse_weighted, reward_name
 
     specs, names = [], set()
-    for spec, _ in parse_weighted([config.scorer, "format", *config.rewards]):  # weights mean nothing here
+    lenient = ["accuracy_lenient"] if config.scorer.strip() == "accuracy" else []
+    for spec, _ in parse_weighted([config.scorer, "format", *lenient, *config.rewards]):  # weights mean nothing here
         if reward_name(spec) not in names:
             specs.append(spec)
             names.add(reward_name(spec))
     return specs
+
+
+def accuracy_rule(summary: dict[str, Any]) -> dict[str, Any]:
+    """Strict and lenient accuracy per model side by side, and which one `correct` and the headline use:
+    benchmarks differ on whether an answer outside the answer slot counts."""
+    means = {label: s["mean_reward"] for label, s in summary["models"].items()}
+    return {"correct": summary["scorer"], "headline": "accuracy: the share of rows marked correct",
+            "strict": {label: s["accuracy"] for label, s in summary["models"].items()},
+            "lenient": {label: m.get("accuracy_lenient") for label, m in means.items()},
+            "note": "strict: the share correct by the scorer (`accuracy` reads the answer slot only: <answer>, "
+                    "else \\boxed{}); lenient: `accuracy_lenient`, which also takes the last choice phrase or "
+                    "whole-token number outside the slot (null unless the scorer is `accuracy`)"}
 
 
 def resume_key(config: Config, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -307,6 +322,7 @@ def run(config: Config, progress: bool = True) -> Result:
         for label, spec in zip(labels, config.models, strict=True):
             summary["models"][label] = {"model": spec, "resumed": resumed[label], **metrics.summarize(
                 rows_by_model[label], seconds.get(label, 0.0), config.category_key, reward_names)}
+        summary["accuracy_rule"] = accuracy_rule(summary)
         outcomes = {label: metrics.prompt_outcomes(rows) for label, rows in rows_by_model.items()}
         summary["comparison"] = metrics.compare(summary["models"])
         summary["flips"] = metrics.flip_summary(outcomes)
