@@ -110,9 +110,7 @@ def write_failure(err: BaseException, since: int) -> tuple[str, int] | None:
 def _after_disk_full(out: Path | None) -> str:
     """What to do after a full disk stopped the stage making `out`, given what its work folder kept."""
     if out is not None:
-        from rftcli.shards import work_folder as parts_folder
-        from rftcli.training import latest_checkpoint
-        from rftcli.training import work_folder as checkpoints_folder
+        from rftcli.workfolders import checkpoints_folder, latest_checkpoint, parts_folder
 
         parts = parts_folder(out)
         if any(parts.glob("part-*.parquet")):

@@ -33,14 +33,10 @@ import pyarrow.parquet as pq
 
 from rftcli.atomic import atomic_output, check_output, remove_aside
 from rftcli.schema import MANIFEST_KEY, read_table, write_table
+from rftcli.workfolders import parts_folder as work_folder
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-
-
-def work_folder(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".parts")
 
 
 def _difference(old: Any, new: Any, where: str = "") -> str | None:

@@ -26,6 +26,8 @@ import pyarrow as pa
 
 from rftcli.chat import response_text
 from rftcli.manifest import jsonable, write_checkpoint_manifest
+from rftcli.workfolders import checkpoints_folder as work_folder
+from rftcli.workfolders import latest_checkpoint
 
 log = logging.getLogger("rftcli.training")
 
@@ -285,10 +287,6 @@ class WorkFolder:
     """Newest complete checkpoint to continue from, or None for a fresh start."""
 
 
-def work_folder(out: Path) -> Path:
-    return out.with_name(out.name + ".work")
-
-
 def run_record(config: Any, manifest: Mapping[str, Any], ignore: tuple[str, ...] = ("resume", "overwrite", "allow_pickle")
                ) -> dict[str, Any]:
     """What must not change between a run and its resumption: each setting (as its CLI flag) and each
@@ -297,21 +295,6 @@ def run_record(config: Any, manifest: Mapping[str, Any], ignore: tuple[str, ...]
               for f in dataclasses.fields(config) if f.name not in ignore}
     record.update({f"input {role}": entry["hash"] for role, entry in manifest.get("inputs", {}).items()})
     return record
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest complete `checkpoint-N` in `folder`. transformers writes `trainer_state.json` last, so a
-    checkpoint without a readable one for step N was cut off mid-save."""
-    found = []
-    for path in folder.glob("checkpoint-*"):
-        step = path.name.removeprefix("checkpoint-")
-        try:
-            state = json.loads((path / "trainer_state.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if step.isdigit() and state.get("global_step") == int(step):
-            found.append((int(step), path))
-    return max(found)[1] if found else None
 
 
 def _read_record(work: Path) -> dict[str, Any] | None:

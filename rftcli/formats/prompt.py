@@ -31,7 +31,7 @@ import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
-from rftcli.tasks import INSTRUCTION
+from rftcli.instructions import INSTRUCTION
 
 INSTRUCTIONS = {
     "think": INSTRUCTION,

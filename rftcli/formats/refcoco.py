@@ -30,6 +30,7 @@ from typing import Any
 
 from rftcli.formats import BadRow, BoxSpec, Context, Where
 from rftcli.formats.rows import draft, image_refs, is_empty, metadata_dict
+from rftcli.instructions import grounding_prompt
 
 NAME = "refcoco"
 _EXPRESSION_KEYS = ("normal_caption", "expression", "sentence", "sentences", "refexp", "caption", "answer")
@@ -56,12 +57,6 @@ def _expressions(value: Any) -> list[str]:
                 out.append(text.strip())
         return out
     return []
-
-
-def grounding_prompt(expression: str) -> str:
-    from rftcli.benchmarks import GROUNDING_REQUEST
-
-    return GROUNDING_REQUEST + expression
 
 
 def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) -> dict[str, Any]:

@@ -10,10 +10,8 @@ schema (without `split`, which prepare-data assigns by id hash). Knobs are given
     grounding   the box of a named shape among distractors                   answer_type box
 """
 
-INSTRUCTION = ("Think step by step inside <think> </think> tags, "
-               "then give the final answer inside <answer> </answer> tags.")
-
-from rftcli.tasks import arithmetic, comparison, counting, grounding  # noqa: E402  (tasks read INSTRUCTION)
+from rftcli.instructions import INSTRUCTION  # noqa: F401  (the default instruction, as rftcli.tasks.INSTRUCTION)
+from rftcli.tasks import arithmetic, comparison, counting, grounding
 
 TASKS = {"counting": counting.generate, "comparison": comparison.generate, "arithmetic": arithmetic.generate,
          "grounding": grounding.generate}

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageDraw
 
+from rftcli.formats.prompt import apply_instruction
+from rftcli.instructions import INSTRUCTION
 from rftcli.tasks.drawing import draw_text, png, text_width
 
 QUESTION = "What is the value of the expression in the image?"
@@ -50,9 +52,6 @@ def generate(n: int, seed: int = 0, *, max_value: int = 9, operands: int = 2, op
              negative: int = 0, image_size: int = 112, digit_height: int = 18,
              instruction: str | None = None) -> Iterator[dict]:
     """Yield `n` arithmetic rows; the same (n, seed, knobs) always gives the same rows."""
-    from rftcli.formats.prompt import apply_instruction
-    from rftcli.tasks import INSTRUCTION
-
     ops = str(ops)
     if not ops or set(ops) - set("+-*"):
         raise ValueError(f"ops must be made of + - *, got {ops!r}")

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageDraw
 
+from rftcli.formats.prompt import apply_instruction, render_choices
+from rftcli.instructions import INSTRUCTION
 from rftcli.tasks.counting import BLUE, CELL, RED
 from rftcli.tasks.drawing import png
 
@@ -33,9 +35,6 @@ def _image(rng: random.Random, image_size: int, red: int, blue: int) -> bytes:
 def generate(n: int, seed: int = 0, *, image_size: int = 56, max_count: int = 6, min_gap: int = 1,
              instruction: str | None = None) -> Iterator[dict]:
     """Yield `n` comparison rows; the same (n, seed, knobs) always gives the same rows."""
-    from rftcli.formats.prompt import apply_instruction, render_choices
-    from rftcli.tasks import INSTRUCTION
-
     if image_size % CELL or image_size < 2 * CELL:
         raise ValueError(f"image_size must be a multiple of {CELL} and at least {2 * CELL}, got {image_size}")
     if not 1 <= min_gap <= max_count:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageDraw
 
+from rftcli.instructions import INSTRUCTION
+
 CELL = 14
 RED = (220, 30, 30)
 BLUE = (30, 60, 220)
@@ -41,8 +43,6 @@ def _image(rng: random.Random, image_size: int, count: int, distractors: int) ->
 def generate(n: int, seed: int = 0, *, image_size: int = 56, max_count: int = 4, distractors: int = 2,
              weak_teacher: float = 0.0, instruction: str | None = None) -> Iterator[dict]:
     """Yield `n` counting rows; the same (n, seed, knobs) always gives the same rows."""
-    from rftcli.tasks import INSTRUCTION
-
     if image_size % CELL or image_size < 2 * CELL:
         raise ValueError(f"image_size must be a multiple of {CELL} and at least {2 * CELL}, got {image_size}")
     if max_count + distractors > (image_size // CELL) ** 2:

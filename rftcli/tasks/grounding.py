@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 from PIL import Image, ImageDraw
 
+from rftcli.formats.prompt import apply_instruction
+from rftcli.instructions import INSTRUCTION, grounding_prompt
 from rftcli.tasks.drawing import png
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 160, 60), "yellow": (230, 200, 20)}
@@ -44,10 +46,6 @@ def _place(rng: random.Random, image_size: int, size: int, taken: list[tuple[int
 def generate(n: int, seed: int = 0, *, image_size: int = 112, min_size: int = 12, max_size: int = 28,
              distractors: int = 3, instruction: str | None = None) -> Iterator[dict]:
     """Yield `n` grounding rows; the same (n, seed, knobs) always gives the same rows."""
-    from rftcli.formats.prompt import apply_instruction
-    from rftcli.formats.refcoco import grounding_prompt
-    from rftcli.tasks import INSTRUCTION
-
     if not 4 <= min_size <= max_size <= image_size:
         raise ValueError("need 4 <= min_size <= max_size <= image_size")
     if distractors < 0:
