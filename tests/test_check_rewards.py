@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rftcli.cli import app
-from rftcli.formats import layouts
+from rftcli.formats.registry import layouts
 from rftcli.schema import read_table
 from rftcli.stages import check_rewards
 from rftcli.stages import prepare_data as prepare_stage

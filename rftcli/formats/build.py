@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rftcli.formats import BadRow, BoxSpec, Context, Record, Where, layouts
+from rftcli.formats import BadRow, BoxSpec, Context, Record, Where
 from rftcli.formats.prompt import (
     apply_instruction,
     convert_box,
@@ -29,6 +29,7 @@ from rftcli.formats.prompt import (
     strip_image_tokens,
     unbox,
 )
+from rftcli.formats.registry import layouts
 from rftcli.formats.rows import image_base
 from rftcli.images import ImageError, ImageProcessor, StoredImage, sample_frames
 from rftcli.schema import ANSWER_TYPES

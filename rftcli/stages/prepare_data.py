@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rftcli.atomic import check_output
-from rftcli.formats import FORMATS, BadRow, Context, Record, Where, resolve_layout
+from rftcli.formats import BadRow, Context, Record, Where
 from rftcli.formats.build import RowBuilder, raw_json
 from rftcli.formats.prompt import resolve_instruction, resolve_system
+from rftcli.formats.registry import FORMATS, resolve_layout
 from rftcli.images import PIL_DEFAULT_MAX_PIXELS, ImageProcessor
 from rftcli.manifest import make_manifest
 from rftcli.schema import TableWriter
