@@ -2,6 +2,11 @@
 into place only when complete, so a killed stage never leaves a half-written file where a finished one
 is expected. An existing output is replaced only when the caller says `overwrite`.
 
+`check_output` refuses an output that is one of the command's inputs, links followed (`out.parquet` a
+symlink to the input, the input given under another path), or that holds one (an input inside an output
+folder or its `.work`/`.parts` folders), with or without `overwrite`: replacing it would destroy the input
+the stage reads while it runs.
+
 Before any work, `check_output` also proves the output's folder can be written (a file is created there
 and removed), so a read-only or otherwise unwritable place fails in a second, not after hours of
 training. A write that fails inside `atomic_output` is tagged with the output it was making
@@ -21,7 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +40,10 @@ class OutputExistsError(FileExistsError):
     def __init__(self, path: Path):
         super().__init__(f"{path}: output already exists; pass --overwrite to replace it")
         self.path = path
+
+
+class OutputIsInputError(ValueError):
+    """The output would replace (or sits around) one of the same command's inputs."""
 
 
 class OutputNotWritableError(PermissionError):
@@ -55,10 +64,12 @@ def checked_outputs() -> list[Path]:
     return list(_CHECKED)
 
 
-def check_output(path: str | Path, overwrite: bool) -> None:
-    """Fail before any work is done if `path` exists and may not be replaced, or if its folder (the nearest
-    existing one: missing folders are created later) cannot be written."""
+def check_output(path: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> None:
+    """Fail before any work is done if `path` is or holds one of `inputs` (see `refuse_input`), exists and may
+    not be replaced, or if its folder (the nearest existing one: missing folders are created later) cannot be
+    written."""
     path = Path(path)
+    refuse_input(path, inputs)
     if not overwrite and path.exists():
         remove_finished_leftovers(path)
     _refuse_existing(path, overwrite)
@@ -66,6 +77,33 @@ def check_output(path: str | Path, overwrite: bool) -> None:
     remove_stale_temporaries(path)
     if not _CHECKED or _CHECKED[-1] != path:
         _CHECKED.append(path)
+
+
+def refuse_input(path: Path, inputs: Iterable[str | Path | None]) -> None:
+    """Raise OutputIsInputError if output `path`, links followed, is one of `inputs` or would hold one (an
+    input inside the output, or inside its work folders). Inputs that are no local path (None, a hub id,
+    builtin:NAME) are skipped."""
+    out = Path(os.path.realpath(path))
+    around = [out, *(out.with_name(out.name + suffix) for suffix in WORK_SUFFIXES)]
+    for given in inputs:
+        if given is None or not os.path.lexists(given):
+            continue
+        real = Path(os.path.realpath(given))
+        same = real == out or (path.exists() and _same_file(path, real))
+        if same:
+            raise OutputIsInputError(f"{path}: the output is the input {given}; writing it would destroy what "
+                                     "this command reads, with or without --overwrite; pick another --out")
+        holder = next((folder for folder in around if real.is_relative_to(folder)), None)
+        if holder is not None:
+            raise OutputIsInputError(f"{path}: the input {given} lies inside {holder}, which this command "
+                                     "replaces or removes; pick another --out")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def output_of(err: BaseException) -> Path | None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,9 @@ def b64_image(text: str) -> bytes | None:
 
 
 def inside(path: Path, root: Path) -> bool:
-    """Whether `path`, links followed, lies in the folder `root`."""
-    return path.resolve().is_relative_to(root.resolve())
+    """Whether `path`, links followed, lies in the folder `root`. A link that loops is taken as it stands
+    (`Path.resolve` raises RuntimeError on one); reading it is refused later, naming the row."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
 
 
 def local_file(ref: str, base: Path, where: Where, column: str, allow_outside: bool) -> Path:
@@ -85,8 +88,11 @@ def image_bytes(ref: Any, base: Path, where: Where, allow_outside: bool = False)
     try:
         if path.is_file():
             return path.read_bytes(), ref
+        if path.is_symlink():
+            os.stat(path)  # a link that loops (is_file() says False): ELOOP, reported below
     except OSError as err:
-        raise BadRow(where, f"cannot read image file {path} ({err.strerror or err})", column="images") from None
+        reason = "a symbolic link that loops back on itself" if err.errno == errno.ELOOP else err.strerror or err
+        raise BadRow(where, f"cannot read image file {path} ({reason})", column="images") from None
     raise BadRow(where, f"image file {path} not found", column="images")
 
 
@@ -102,8 +108,29 @@ def raw_json(data: Any, limit: int = 4000) -> str:
         if isinstance(v, str) and len(v) > 500:
             return v[:500] + f"...<{len(v)} chars>"
         return v
-    text = json.dumps(shorten(data), default=str, ensure_ascii=False)
+    try:
+        text = json.dumps(shorten(data), default=str, ensure_ascii=False)
+    except RecursionError:
+        return "<nested too deeply to show>"
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+MAX_NESTING = 100
+"""Most levels of lists and objects inside each other a stored metadata value may have."""
+
+
+def _nesting(value: Any) -> int:
+    """Levels of lists/dicts inside each other in `value`, walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                stack.extend((x, depth + 1) for x in item)
+    return deepest
 
 
 def _meta_default(v: Any) -> Any:
@@ -188,6 +215,9 @@ class RowBuilder:
             "response": draft["response"],
             "metadata": json.dumps(meta, default=_meta_default, sort_keys=True) if meta else None,
         }
+        if meta and _nesting(meta) > MAX_NESTING:  # stored, it could not be read back (json.loads recursion)
+            raise BadRow(where, f"a value nested more than {MAX_NESTING} levels deep (lists or objects inside each "
+                                "other)", column="metadata")
         key = json.dumps([prompt, answer, answer_type, choices, system, [s.sha256 for s in stored]])
         row["_key"] = hashlib.sha256(key.encode()).digest()[:16]
         row["_bytes"] = sum(len(i["bytes"]) for i in images)

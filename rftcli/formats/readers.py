@@ -30,6 +30,7 @@ from typing import Any
 from rftcli.formats import BadRow, Input, Record, Where
 
 _JSON_CELLS = {"images", "choices", "bbox", "box", "solution", "metadata", "conversations", "sentences", "file_names"}
+NESTED_TOO_DEEPLY = "JSON nested too deeply (lists or objects inside each other past Python's recursion limit)"
 _LABEL_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet", "labels.jsonl", "labels.csv", "labels.tsv")
 _BATCH_ROWS = 64  # rows turned into Python objects at a time (rows may hold images)
 
@@ -110,6 +111,8 @@ def read_jsonl(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
             except json.JSONDecodeError as err:
                 bad = BadRow(Where(str(path), f"line {lineno}, column {err.colno}"), f"malformed JSON ({err.msg})")
                 yield Record(index, where, None, base_dir, error=bad, raw_text=line.rstrip("\n"))
+            except RecursionError:  # [[[[... 100,000 deep: Python's decoder gives up
+                yield Record(index, where, None, base_dir, error=BadRow(where, NESTED_TOO_DEEPLY), raw_text=line[:2000])
             else:
                 if isinstance(data, dict):
                     yield Record(index, where, data, base_dir)
@@ -197,6 +200,8 @@ class JsonItems:
                 if truncated and len(self.buf) - self.pos < self.max_item and self._fill():
                     continue
                 raise self._syntax(self.offset + err.pos, err.msg) from None
+            except RecursionError:
+                raise self._syntax(self.offset + self.pos, NESTED_TOO_DEEPLY) from None
             if end == len(self.buf) and self._fill():  # a number may go on in the next chunk
                 continue
             self.pos = end
@@ -281,6 +286,8 @@ def _cell(name: str, value: str | None, where: Where) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as err:
             raise BadRow(where, f"cell is not valid JSON ({err.msg})", column=name) from None
+        except RecursionError:
+            raise BadRow(where, f"cell is not valid JSON ({NESTED_TOO_DEEPLY})", column=name) from None
     return value
 
 
@@ -428,6 +435,9 @@ def read_intergps(folder: Path, problems: list[tuple[str | None, Path]]) -> Iter
         except json.JSONDecodeError as err:
             bad = BadRow(Where(str(path), f"line {err.lineno}, column {err.colno}"), f"malformed JSON ({err.msg})")
             yield Record(index, where, None, folder, error=bad)
+            continue
+        except RecursionError:
+            yield Record(index, where, None, folder, error=BadRow(where, NESTED_TOO_DEEPLY))
             continue
         if not isinstance(data, dict):
             yield Record(index, where, None, folder, error=BadRow(where, "expected a JSON object"))

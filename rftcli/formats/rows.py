@@ -216,7 +216,7 @@ def metadata_dict(value: Any, where: Where) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise BadRow(where, "not a JSON object", column="metadata") from None
     if not isinstance(value, dict):
         raise BadRow(where, "not a JSON object", column="metadata")

@@ -131,7 +131,7 @@ def run(config: Config) -> Result:
 
     from rftcli.loading import is_adapter, load_model
 
-    check_output(config.out, config.overwrite)
+    check_output(config.out, config.overwrite, inputs=[config.adapter, config.base])
     if not is_adapter(str(config.adapter)):
         raise ValueError(f"{config.adapter}: not an adapter folder (no adapter_config.json)")
     loaded = load_model(str(config.adapter), base=config.base, dtype="float32",

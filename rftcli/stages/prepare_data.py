@@ -276,15 +276,17 @@ def _input_rows(config: Config, info: dict[str, Any]) -> Iterator[tuple[Record |
             yield record, builder.build(record)
         except BadRow as bad:
             yield record, bad
+        except RecursionError:  # a record nested deeper than Python walks (json.loads took it, a copy did not)
+            yield record, BadRow(record.where, "a value nested too deeply (lists or objects inside each other)")
 
 
 def run(config: Config) -> Result:
     start = time.time()
     out = Path(config.out)
-    check_output(out, config.overwrite)
+    check_output(out, config.overwrite, inputs=[config.input])
     rejects_path = config.rejects_path if config.skip_bad and config.input is not None else None
     if rejects_path is not None:
-        check_output(rejects_path, config.overwrite)
+        check_output(rejects_path, config.overwrite, inputs=[config.input])
     inputs = {"input": config.input} if config.input else {}
     manifest = make_manifest("prepare-data", config, inputs, seed=config.seed)
     info: dict[str, Any] = {}

@@ -208,7 +208,7 @@ def run(config: Config) -> Result:
 
     start = time.perf_counter()
     src, out = Path(config.rollouts), Path(config.out)
-    check_output(out, config.overwrite)
+    check_output(out, config.overwrite, inputs=[config.rollouts])
     rewards = load_rewards(config.rewards)
     names = [r.name for r in rewards]
     isolation = Isolation(config.timeout, config.on_error)
