@@ -31,7 +31,7 @@ import io
 import math
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +62,13 @@ def _stored_images(table) -> Iterator[tuple[int, int, bytes | None]]:
             row += 1
 
 
-def check_table_images(path: Path, table, max_image_pixels: int = PIL_DEFAULT_MAX_PIXELS) -> None:
+def check_table_images(path: Path, table, max_image_pixels: int = PIL_DEFAULT_MAX_PIXELS,
+                       rows: Sequence[int] | None = None) -> None:
     """Raise a ValueError naming file, row and column for the first image of `table` (a dataset,
-    rollouts or scores table) that has no bytes, cannot be read, or is over `max_image_pixels`."""
+    rollouts or scores table) that has no bytes, cannot be read, or is over `max_image_pixels`. `rows`: the
+    file's row number of each of `table`'s rows, where `table` holds only the rows a stage will use."""
     for row, j, data in _stored_images(table):
-        where = f"{path}: row {row}, column 'images' (image {j})"
+        where = f"{path}: row {row if rows is None else rows[row]}, column 'images' (image {j})"
         if not data:
             raise ValueError(f"{where}: no image bytes (only a path); rftcli prepare-data stores images in the table")
         try:

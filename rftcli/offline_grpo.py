@@ -128,9 +128,10 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
                  rewards: Sequence[str] | None, policy_hash: str, allow_policy_mismatch: bool) -> OfflineData:
     """Read and check a scores table, compute advantages, apply dynamic sampling. Raises ValueError with
     one line naming the file and what is wrong."""
+    from rftcli.images import check_table_images
     from rftcli.stages.rollout import select_split
 
-    art = read_table(path, ("scores", "rollouts"), check_images=True)
+    art = read_table(path, ("scores", "rollouts"))
     if art.kind != "scores":
         raise ValueError(f"{path}: a rollouts table has no rewards; run `rftcli score` on it first")
     # Rows are named by their place in the file, whatever the split and limit keep.
@@ -140,6 +141,7 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
         table = table.filter(pc.is_in(table["group_index"], pa.array(keep, pa.int64())))
     if table.num_rows == 0:
         raise ValueError(f"{path}: no rows in split {split!r}")
+    check_table_images(path, table, rows=table["_file_row"].to_pylist())  # the images of the rows used only
     hashes = sorted(pc.unique(table["policy_hash"]).to_pylist())
     if hashes != [policy_hash] and not allow_policy_mismatch:
         raise ValueError(f"{path}: rollouts come from policy {', '.join(hashes)} but the model being trained is "

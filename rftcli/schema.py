@@ -284,9 +284,21 @@ ANSWER_TYPES = ("number", "choice", "text", "math", "box")
 """The values of `answer_type` (how rewards compare an answer; see `rftcli.rewards.accuracy`)."""
 
 
+NOT_BLANK = ("id", "split", "task", "prompt", "answer")
+"""Text columns no row may leave blank (empty or only whitespace), in every table that has them: the row checks
+prepare-data makes, made again wherever a table is read or written, so a table written by another tool is held
+to them too."""
+
+
 def _check_fields(path: Path, table: pa.Table, offset: int) -> None:
-    """Text columns with a fixed vocabulary or a format: `answer_type` one of ANSWER_TYPES, `metadata` a
-    JSON object (or missing)."""
+    """Text columns with a fixed vocabulary or a format: NOT_BLANK columns not blank, `answer_type` one of
+    ANSWER_TYPES, `metadata` a JSON object (or missing)."""
+    for name in NOT_BLANK:
+        if name in table.column_names:
+            col = table.column(name)
+            blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), False)
+            if pc.any(blank).as_py():
+                raise _first_row(path, col, blank, offset, name, "blank (empty or only whitespace)")
     if "answer_type" in table.column_names:
         col = table.column("answer_type")
         bad = pc.fill_null(pc.invert(pc.is_in(col, pa.array(ANSWER_TYPES))), False)

@@ -65,6 +65,20 @@ def local_file(ref: str, base: Path, where: Where, column: str, allow_outside: b
     return path
 
 
+def not_a_file(path: Path) -> str | None:
+    """What stands at `path` when it exists but is no regular file ("a folder", "a named pipe (FIFO)" ...), else
+    None. Told apart from "not found": reading a named pipe would wait for a writer that never comes."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    return next((name for test, name in kinds if test(mode)), None)
+
+
 def image_bytes(ref: Any, base: Path, where: Where, allow_outside: bool = False) -> tuple[bytes, str | None]:
     """(encoded bytes, path as given or None) of one image reference; a path must stay inside `base`
     unless `allow_outside`."""
@@ -93,6 +107,8 @@ def image_bytes(ref: Any, base: Path, where: Where, allow_outside: bool = False)
     except OSError as err:
         reason = "a symbolic link that loops back on itself" if err.errno == errno.ELOOP else err.strerror or err
         raise BadRow(where, f"cannot read image file {path} ({reason})", column="images") from None
+    if (kind := not_a_file(path)) is not None:
+        raise BadRow(where, f"image {path} is {kind}, not a file", column="images")
     raise BadRow(where, f"image file {path} not found", column="images")
 
 
@@ -226,7 +242,9 @@ class RowBuilder:
     def _video(self, video: Any, base: Path, where: Where, images: list, stored: list, meta: dict) -> None:
         path = local_file(str(video), base, where, "video", self.ctx.allow_outside_paths)
         if not path.is_file():
-            raise BadRow(where, f"video file {path} not found", column="video")
+            kind = not_a_file(path)
+            raise BadRow(where, f"video {path} is {kind}, not a file" if kind else f"video file {path} not found",
+                         column="video")
         try:
             frames, picks, total = sample_frames(path, self.video_frames)
             for frame in frames:

@@ -38,6 +38,7 @@ from rftcli.formats import BadRow, Context, Where
 from rftcli.formats.rows import (
     _ANSWER_TAG,
     KNOWN,
+    accepted_answers,
     answer_text,
     draft,
     from_solution,
@@ -146,8 +147,9 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
             reasoning = m.group(1).strip() or None
     if answer is None and row.get("completion") is not None:
         answer = _completion(row.pop("completion"), where)
+    accepted = None
     if answer is None:
-        answer = answer_text(row.get("answer"))
+        answer, accepted = accepted_answers(row.get("answer"), row.get("answer_type"), where)
     if answer is None and (solved := solution_answer(row.get("solution"))) is not None:
         answer = solved
         if _ANSWER_TAG.fullmatch(row["solution"].strip()):
@@ -156,6 +158,8 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     meta.update({k: v for k, v in row.items() if k not in KNOWN})
     if len(talk) > 2:
         meta["turns"] = len(talk)
+    if accepted:
+        meta["answers"] = accepted
     images = image_refs(row.pop("images", None)) + image_refs(row.pop("image", None))
     images = images or image_refs(inline)
     for k in ("image", "images"):

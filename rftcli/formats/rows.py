@@ -1,8 +1,13 @@
 """The plain layout, and the helpers the other layouts share.
 
     prompt (or question, or problem)   required text; `<image>` placeholders are removed
-    answer                             required; numbers and lists are stored as text, a one-element list
-                                       as its element. Without one, the answer of `solution`: the text
+    answer                             required; numbers are stored as text, a one-element list as its
+                                       element; a list of several texts or numbers is a list of accepted
+                                       answers: the first is `answer`, all of them go to metadata.answers
+                                       (as the vqa, ocrbench and chartqa layouts keep theirs); the numbers of
+                                       a box (answer_type box, or four numbers without an answer_type) stay
+                                       one answer; a list of lists or objects is refused. Without one, the
+                                       answer of `solution`: the text
                                        inside <answer></answer> (R1-V style), else its last \\boxed{}; the
                                        solution is kept in metadata unless it was only the answer tag
     images / image / image_1..image_N  optional: a path (relative to the input, or --image-root), a list
@@ -89,6 +94,26 @@ def answer_text(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+def accepted_answers(value: Any, answer_type: Any, where: Where) -> tuple[Any, list[str] | None]:
+    """(answer, accepted answers or None) of an `answer` field, by the rule every layout follows: a list of
+    several accepted answers (texts or numbers) gives its first as the answer and all of them for
+    metadata.answers; a box's numbers (answer_type box, or four numbers and no answer_type) and anything
+    else go through `answer_text`. A list holding lists, objects or true/false is refused, naming the row."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, list) or len(value) < 2:
+        return answer_text(value), None
+    scalar = [isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value]
+    numbers = all(ok and not isinstance(v, str) for ok, v in zip(scalar, value, strict=True))
+    if answer_type == "box" or (numbers and len(value) == 4 and is_empty(answer_type)):
+        return answer_text(value), None
+    if not all(scalar):
+        raise BadRow(where, "expected an answer, or a list of accepted answers (texts or numbers); found a list "
+                            "holding lists, objects or true/false", column="answer")
+    accepted = [str(v).strip() for v in value if str(v).strip()]
+    return (accepted[0] if accepted else None), (accepted if len(accepted) > 1 else None)
 
 
 def from_solution(solution: Any) -> str | None:
@@ -278,7 +303,7 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     if prompt is None:
         raise BadRow(where, "missing or empty (no prompt, question or problem; --question gives rows without one "
                             "a prompt)", column="prompt")
-    answer = answer_text(row.get("answer"))
+    answer, accepted = accepted_answers(row.get("answer"), row.get("answer_type"), where)
     if answer is None and (solved := solution_answer(row.get("solution"))) is not None:
         answer = solved
         if _ANSWER_TAG.fullmatch(row["solution"].strip()):
@@ -297,6 +322,8 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     images = image_refs(row.pop("images", None)) + image_refs(row.pop("image", None)) + numbered_images(row)
     meta = metadata_dict(row.get("metadata"), where)
     meta.update({k: v for k, v in row.items() if k not in KNOWN and k != "video"})
+    if accepted:
+        meta["answers"] = accepted
     if not is_empty(row.get("split")):
         meta["source_split"] = row["split"]  # kept, not used: splits come from the id hash
     return draft(row, where, prompt=prompt, answer=answer, images=images, task="custom", metadata=meta,

@@ -41,9 +41,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.manifest import make_manifest
-from rftcli.schema import inspect_file, read_table, write_table
+from rftcli.schema import inspect_file, write_table
 from rftcli.shards import ShardedOutput
-from rftcli.stages.rollout import in_batches, select_split
+from rftcli.stages.rollout import in_batches, used_rows
 from rftcli.stages.score import load_rewards, score_columns
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -282,12 +282,7 @@ def run(config: Config, progress: bool = True) -> Result:
     check_output(config.out, config.overwrite)
     for path in config.metrics:  # fail before hours of generation, not after
         read_training_metrics(path)
-    data = read_table(config.dataset, "dataset", check_images=True)
-    table = select_split(data.table, config.split)
-    if config.limit is not None:
-        table = table.slice(0, config.limit)
-    if table.num_rows == 0:
-        raise ValueError(f"{config.dataset}: no rows in split {config.split!r}")
+    table = used_rows(config.dataset, config.split, config.limit)
     prompts, skipped = _prompts(config, table)
     rewards = load_rewards(reward_specs(config))
     reward_names = [r.name for r in rewards]

@@ -162,6 +162,28 @@ def select_split(table, split: str | None):
     return table.filter(pc.equal(table["split"], split))
 
 
+def used_rows(path: Path, split: str | None, limit: int | None = None):
+    """The rows of the dataset table `path` that a stage uses: those of `split` (None or "all": every row),
+    the first `limit` of them. The whole table is read and checked; images are decoded for these rows only
+    (a `--limit 2` run does not decode a whole table's). Errors name the file, and the row as the file counts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rftcli.images import check_table_images
+
+    table = read_table(path, "dataset").table
+    if split in (None, "all"):
+        rows = list(range(table.num_rows))
+    else:
+        rows = pc.indices_nonzero(pc.equal(table["split"], split)).to_pylist()
+    rows = rows[:limit] if limit is not None else rows
+    if not rows:
+        raise ValueError(f"{path}: no rows in split {split!r}")
+    used = table.take(pa.array(rows, pa.int64()))
+    check_table_images(path, used, rows=rows)
+    return used
+
+
 def length_summary(lengths: Sequence[int]) -> dict[str, float]:
     """min, mean, p50, p95 and max of completion lengths (nearest-rank percentiles)."""
     if not lengths:
@@ -300,12 +322,7 @@ def run(config: Config, progress: bool = True) -> Result:
 
         require_vllm()
     check_output(config.out, config.overwrite)
-    data = read_table(config.dataset, "dataset", check_images=True)
-    table = select_split(data.table, config.split)
-    if config.limit is not None:
-        table = table.slice(0, config.limit)
-    if table.num_rows == 0:
-        raise ValueError(f"{config.dataset}: no rows in split {config.split!r}")
+    table = used_rows(config.dataset, config.split, config.limit)
     manifest = make_manifest("rollout", config, {"dataset": config.dataset, "model": config.model}, seed=config.seed)
     policy_hash = manifest["inputs"]["model"]["hash"]  # content hash (a hub id or built-in name: as given)
     settings = SamplingSettings(n=config.num_generations, do_sample=True, temperature=config.temperature,

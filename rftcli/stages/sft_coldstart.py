@@ -47,6 +47,7 @@ from typing import Any
 import pyarrow as pa
 
 from rftcli.atomic import check_output
+from rftcli.images import check_table_images
 from rftcli.manifest import make_manifest
 from rftcli.schema import dataset_columns, read_table
 from rftcli.stages.rollout import select_split
@@ -172,19 +173,32 @@ class Result:
     """Step of the checkpoint the run continued from."""
 
 
-def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_column: str = "reward"
-             ) -> tuple[pa.Table, int]:
-    """A split's training rows in the dataset layout (target in `response`), and the split's row count
-    before filtering. See the module docstring for what a rollouts or scores table contributes."""
+def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_column: str = "reward",
+             limit: int | None = None) -> tuple[pa.Table, int]:
+    """A split's training rows in the dataset layout (target in `response`), the first `limit` of them, and
+    the split's row count before filtering. See the module docstring for what a rollouts or scores table
+    contributes. Only the rows kept have their images decoded and their target checked."""
+    art = read_table(path, ("dataset", "rollouts", "scores"))
+    # Rows are named by their place in the file, whatever the split, filter and limit keep.
+    table = select_split(art.table.append_column("_file_row", pa.array(range(art.table.num_rows), pa.int64())), split)
+    read = table.num_rows
+    if art.kind == "dataset" and min_reward is not None:
+        raise ValueError(f"{path}: --min-reward filters a scores table's completions; this is a dataset table")
+    rows = table if art.kind == "dataset" else _completion_rows(path, art, table, min_reward, reward_column)
+    rows = rows.slice(0, limit) if limit is not None else rows
+    file_rows = rows["_file_row"].to_pylist()
+    for i, row in enumerate(rows.select(["response", "reasoning"]).to_pylist()):
+        if not row["response"] and not row["reasoning"]:
+            raise ValueError(f"{path}: row {file_rows[i]}, column 'response': neither response nor reasoning to "
+                             "train on")
+    check_table_images(path, rows, rows=file_rows)
+    return rows.drop_columns(["_file_row"]), read
+
+
+def _completion_rows(path: Path, art: Any, table: pa.Table, min_reward: float | None, reward_column: str) -> pa.Table:
+    """A rollouts or scores table's completions kept for training, in the dataset layout plus `_file_row`."""
     import pyarrow.compute as pc
 
-    art = read_table(path, ("dataset", "rollouts", "scores"), check_images=True)
-    table = select_split(art.table, split)
-    read = table.num_rows
-    if art.kind == "dataset":
-        if min_reward is not None:
-            raise ValueError(f"{path}: --min-reward filters a scores table's completions; this is a dataset table")
-        return table, read
     if min_reward is not None:
         if art.kind != "scores":
             raise ValueError(f"{path}: a rollouts table has no rewards for --min-reward; run `rftcli score` first")
@@ -198,7 +212,7 @@ def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_col
     rows = rows.set_column(rows.schema.get_field_index("response"), "response", table["completion"])
     rows = rows.set_column(rows.schema.get_field_index("reasoning"), "reasoning",
                            pa.nulls(rows.num_rows, pa.string()))
-    return rows, read
+    return rows.append_column("_file_row", table["_file_row"])
 
 
 def sft_args(config: Config, output_dir: Path):
@@ -260,9 +274,7 @@ def run(config: Config) -> Result:
     )
 
     check_output(config.out, config.overwrite)
-    table, read = sft_rows(config.dataset, config.split, config.min_reward, config.reward_column)
-    if config.limit is not None:
-        table = table.slice(0, config.limit)
+    table, read = sft_rows(config.dataset, config.split, config.min_reward, config.reward_column, config.limit)
     if table.num_rows == 0:
         kept = f" with {config.reward_column} >= {config.min_reward:g}" if config.min_reward is not None else ""
         raise ValueError(f"{config.dataset}: no rows to train on in split {config.split!r}{kept}")

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftcli.atomic import check_output
+from rftcli.loading import build_builtins
 from rftcli.manifest import make_manifest
-from rftcli.schema import read_table
-from rftcli.stages.rollout import select_split
+from rftcli.stages.rollout import used_rows
 
 if TYPE_CHECKING:
     from rftcli.grpo_loss import LossSettings
@@ -274,23 +274,21 @@ def _load(config: Config, args: Any):
 
 def _online_trainer(config: Config, work_path: Path):
     """TRL's GRPOTrainer with rftcli's rewards, as the online mode runs it."""
-    from trl import GRPOConfig, GRPOTrainer
-
     from rftcli.rewards.combine import isolated_rewards
     from rftcli.stages.score import load_rewards
     from rftcli.training import peak_memory, trl_dataset
+
+    rewards = load_rewards(config.rewards or DEFAULT_REWARDS)
+    table = used_rows(config.dataset, config.split, config.limit)
+    # The input is checked: only now the imports and the model that take seconds to minutes.
+    from trl import GRPOConfig, GRPOTrainer
 
     class Trainer(GRPOTrainer):
         def log(self, logs, start_time=None):
             logs.update(peak_memory())
             super().log(logs, start_time)
 
-    rewards = load_rewards(config.rewards or DEFAULT_REWARDS)
-    table = select_split(read_table(config.dataset, "dataset", check_images=True).table, config.split)
-    if config.limit is not None:
-        table = table.slice(0, config.limit)
-    if table.num_rows == 0:
-        raise ValueError(f"{config.dataset}: no rows in split {config.split!r}")
+    build_builtins(config.model)
     args = GRPOConfig(**_args(config, work_path, config.epochs),
                       num_generations=config.num_generations, max_completion_length=config.max_completion_length,
                       temperature=config.temperature, beta=config.beta, epsilon=config.epsilon,
@@ -313,16 +311,19 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
     import copy
 
     import torch
-    from peft import get_peft_model
-    from transformers import TrainingArguments
-    from transformers.integrations import is_deepspeed_zero3_enabled
-    from trl.trainer.utils import add_fused_lm_head
 
     from rftcli.offline_grpo import build_trainer, load_offline
 
     data = load_offline(config.rollouts, split=config.split, limit=config.limit, scale_rewards=config.scale_rewards,
                         dynamic_sampling=config.dynamic_sampling, rewards=config.rewards, policy_hash=policy_hash,
                         allow_policy_mismatch=config.allow_policy_mismatch)
+    # The input is checked: only now the imports and the model that take seconds to minutes.
+    from peft import get_peft_model
+    from transformers import TrainingArguments
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from trl.trainer.utils import add_fused_lm_head
+
+    build_builtins(config.model)
     args = TrainingArguments(**_args(config, work_path, config.epochs * config.num_iterations))
 
     def build(loaded):
@@ -358,9 +359,6 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
 
 def run(config: Config) -> Result:
     check_output(config.out, config.overwrite)  # before the heavy imports: a refusal comes at once
-    from transformers import set_seed
-
-    from rftcli.loading import build_builtins
     from rftcli.training import (
         attach_progress,
         discard,
@@ -378,7 +376,6 @@ def run(config: Config) -> Result:
     manifest = make_manifest("train-grpo", config, inputs, seed=config.seed,
                              base_model=None if config.full else config.model,
                              kind="full" if config.full else "adapter", mode="offline" if offline else "online")
-    build_builtins(config.model)
     if offline:
         args, build, extra = _offline_trainer(config, work_folder(config.out), manifest["inputs"]["model"]["hash"])
     else:
@@ -387,6 +384,8 @@ def run(config: Config) -> Result:
     # A resumed run must see the data in the same order, so the same number of processes too.
     work = open_shared_work_folder(config.out, {**run_record(config, manifest), "processes": args.world_size}, args,
                                    resume=config.resume, overwrite=config.overwrite)
+    from transformers import set_seed
+
     with keep_if_resumable(work):
         loaded = _load(config, args)
         # The new adapter's random init must not depend on what ran before in this process.

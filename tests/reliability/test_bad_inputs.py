@@ -47,7 +47,7 @@ STAGES: dict[str, tuple[str, Callable[[str, str, str], list[str]]]] = {
                                                "--split", "all", "--max-steps", "1", "--num-generations", "2",
                                                "--max-completion-length", "2"]),
     "train-grpo-offline": ("scores", lambda i, m, o: ["train-grpo", "--rollouts", i, "-m", m, "--out", o,
-                                                      "--max-steps", "1"]),
+                                                      "--split", "all", "--max-steps", "1"]),
     "score": ("rollouts", lambda i, m, o: ["score", "--rollouts", i, "-r", "accuracy", "--out", o + ".parquet"]),
     "eval": ("dataset", lambda i, m, o: ["eval", "-d", i, "-m", m, "--out", o, "--split", "all",
                                          "--max-new-tokens", "2"]),
@@ -61,7 +61,11 @@ def tables(dataset, rollouts, tmp_path_factory) -> dict[str, pa.Table]:
     result = runner.invoke(app, ["score", "--rollouts", str(rollouts), "-r", "accuracy", "-r", "format=0.2",
                                  "--out", str(scores), "--workers", "1"])
     assert result.exit_code == 0, result.output
-    return {"dataset": pq.read_table(dataset), "rollouts": pq.read_table(rollouts), "scores": pq.read_table(scores)}
+    # Every completion ended (none cut at the token limit): sft-coldstart trains on each row, so each row's images
+    # are checked (a stage checks the images of the rows it uses only).
+    scored = pq.read_table(scores)
+    scored = _set(scored, "finish_reason", ["stop"] * scored.num_rows).replace_schema_metadata(scored.schema.metadata)
+    return {"dataset": pq.read_table(dataset), "rollouts": pq.read_table(rollouts), "scores": scored}
 
 
 def refused(args_for: Callable[[str, str, str], list[str]], model: Path, write: Callable[[Path], None],
