@@ -61,6 +61,12 @@ class Config:
     dataset: Path
     """Training rows: a dataset Parquet (response or reasoning column), or a rollouts/scores table whose
     completions become the targets (distillation)."""
+# What to do when a dataset's rows hold questions and answers only (one line, after the row's position).
+NO_TARGETS = ("Rows with questions and answers only need no cold start: train online GRPO from the base model, "
+              "`rftcli train-grpo -d {path} -m MODEL ...`. Or make targets from the model's own correct answers: "
+              "`rftcli rollout -d {path} -m MODEL --out rollouts.parquet`, `rftcli score --rollouts rollouts.parquet "
+              "-r accuracy=1 --out scores.parquet`, then `rftcli sft-coldstart -d scores.parquet --min-reward 1 "
+              "-m MODEL ...`")
     model: str
     """Start model: hub id, local folder or builtin:NAME."""
     out: Path
@@ -187,10 +193,12 @@ def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_col
     rows = table if art.kind == "dataset" else _completion_rows(path, art, table, min_reward, reward_column)
     rows = rows.slice(0, limit) if limit is not None else rows
     file_rows = rows["_file_row"].to_pylist()
-    for i, row in enumerate(rows.select(["response", "reasoning"]).to_pylist()):
-        if not row["response"] and not row["reasoning"]:
-            raise ValueError(f"{path}: row {file_rows[i]}, column 'response': neither response nor reasoning to "
-                             "train on")
+    targets = rows.select(["response", "reasoning"]).to_pylist()
+    missing = [i for i, row in enumerate(targets) if not row["response"] and not row["reasoning"]]
+    if missing:
+        raise ValueError(f"{path}: row {file_rows[missing[0]]}, column 'response': neither response nor reasoning "
+                         f"to train on ({len(missing)} of {len(targets)} rows of split {split!r} have none). "
+                         + NO_TARGETS.format(path=path))
     check_table_images(path, rows, rows=file_rows)
     return rows.drop_columns(["_file_row"]), read
 
