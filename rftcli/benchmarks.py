@@ -65,8 +65,9 @@ class Preset:
 
 def get_preset(name: str) -> Preset:
     presets = {
+        # metadata.task: the `task` column, always "mathvista", would shadow MathVista's own task field
         "mathvista": Preset("mathvista", ("choice", "number", "text"), "rftcli.benchmarks:precision_accuracy",
-                            "task", 1024),
+                            "metadata.task", 1024),
         "geometry3k": Preset("geometry3k", ("choice", "math", "number"), "accuracy", "problem_type_goal", 1024),
         "clevr-count": Preset("clevr-count", ("number",), "accuracy", "answer", 256, select=True),
         "refcoco": Preset("refcoco", ("box",), "iou_50", "category", 256, rewards=("iou",), grounding=True),

@@ -199,6 +199,10 @@ def prepare_data(
         "--skip-bad", help="Write good rows and a rejects table instead of stopping at a bad row.")] = False,
     rejects: Annotated[Path | None, typer.Option(
         help="Rejects Parquet for --skip-bad (default <out>.rejects.parquet).")] = None,
+    split_from: Annotated[str, typer.Option(help=(
+        "Splits of --input rows: source (the source's own where it has one, else id hash) or hash."))] = PD.split_from,
+    drop_cross_split_duplicates: Annotated[bool, typer.Option(
+        "--drop-cross-split-duplicates", help="Drop rows repeating an earlier split's content (train, val, test).")] = False,
     test_fraction: Annotated[float, typer.Option(help="Share of rows in the test split.")] = PD.test_fraction,
     val_fraction: Annotated[float, typer.Option(help="Share of rows in the val split.")] = PD.val_fraction,
     limit: LimitOpt = None,
@@ -575,7 +579,8 @@ def eval_(
     scorer: Annotated[str | None, typer.Option(help="Reward whose 1.0 marks a correct answer (default accuracy).")] = None,
     rewards: Annotated[list[str] | None, typer.Option(
         "--reward", "-r", help="Further reward reported by its mean, repeatable: built-in, pkg.module:fn or file.py:fn.")] = None,
-    category_key: Annotated[str | None, typer.Option(help="Column or metadata field for accuracy by category.")] = None,
+    category_key: Annotated[str | None, typer.Option(
+        help="Column or metadata field for accuracy by category (metadata.NAME: the metadata field).")] = None,
     metrics: Annotated[list[Path] | None, typer.Option("--metrics", help="Training metrics.jsonl for reward/KL curves, repeatable.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call (halved on out-of-memory).")] = EV.batch_size,
     limit: LimitOpt = None,
@@ -606,6 +611,15 @@ def eval_(
         out_console.print(f"correct = reward {rule['correct']} = 1 (the headline accuracy); strict / lenient accuracy: "
                           + ", ".join(f"{k} {_pct_or_dash(rule['strict'][k])} / {_pct_or_dash(rule['lenient'][k])}"
                                       for k in rule["strict"]))
+    from rftcli.contamination import warning
+
+    models = result.summary["models"]
+    out_console.print("evaluated rows seen in training: " + ", ".join(
+        f"{label} {s['contamination']['trained_rows']}" if s["contamination"]["recorded"] else f"{label} 0 (no record)"
+        for label, s in models.items()), highlight=False, soft_wrap=True)
+    for label, s in models.items():
+        if line := warning(label, s):
+            out_console.print(line, style="yellow", highlight=False, soft_wrap=True)
     resumed = [label for label, s in result.summary["models"].items() if s["resumed"]]
     if resumed:
         out_console.print(f"resumed: reused finished prompts of {', '.join(resumed)} from the work folder")

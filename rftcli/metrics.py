@@ -149,9 +149,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def row_categories(row: Row, key: str) -> list[str]:
     """The categories of a row under `key`: a column of the row (`answer`, `task`) or a field of its
-    `metadata` JSON (dotted for nested objects: `source.name`). A list value gives several categories
-    (a row counts toward each); a missing value gives none."""
-    if key in row and key != "metadata":
+    `metadata` JSON (dotted for nested objects: `source.name`; `metadata.task` for a field a column's name
+    would shadow). A list value gives several categories (a row counts toward each); a missing value gives none."""
+    explicit = key.startswith("metadata.")
+    if explicit:
+        key = key.removeprefix("metadata.")
+    if key in row and key != "metadata" and not explicit:
         value: Any = row[key]
     else:
         try:

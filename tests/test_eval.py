@@ -137,6 +137,19 @@ def test_categories_from_columns_nested_metadata_and_lists():
     assert metrics.row_categories(r, "missing") == []
 
 
+def test_mathvista_breaks_down_by_its_metadata_task_not_the_task_column():
+    from rftcli import benchmarks
+
+    rows = [_row(f"p{i}", 0, "", ok, task="mathvista", metadata={"task": t})
+            for i, (t, ok) in enumerate([("figure question answering", True), ("math word problem", False),
+                                         ("figure question answering", False)])]
+    assert metrics.row_categories(rows[0], "task") == ["mathvista"]
+    assert metrics.row_categories(rows[0], "metadata.task") == ["figure question answering"]
+    key = benchmarks.get_preset("mathvista").category_key
+    s = metrics.summarize(rows, seconds=1.0, category_key=key)
+    assert s["accuracy_by_category"] == {"figure question answering": 0.5, "math word problem": 0.0}
+
+
 # ---------------------------------------------------------------- comparison and flips
 
 def _greedy(label_correct: dict[str, bool], label: str) -> list[dict]:

@@ -102,9 +102,12 @@ def test_datasets_save_to_disk_dataset_and_dataset_dict(tmp_path):
     assert (result.container, result.rows) == ("hf-disk", 2)
     assert image_of(rows[1]).getpixel((3, 3)) == GREEN and rows[1]["id"] == "ds-0000001"
     result, rows = convert(tmp_path, tmp_path / "dd")
-    # the test split's row repeats a train row exactly: dropped as a duplicate
-    assert (result.rows, result.duplicates) == (2, 1)
-    assert [meta(r)["source_split"] for r in rows] == ["train", "train"]
+    # each row keeps its DatasetDict split; the test row repeats a train row: reported, kept unless asked
+    assert (result.rows, result.duplicates, result.splits) == (3, 0, {"train": 2, "test": 1})
+    assert [(r["split"], meta(r)["source_split"]) for r in rows] == [("train", "train")] * 2 + [("test", "test")]
+    assert result.cross_split == {"test~train": 1} and result.split_sources == {"source": 3}
+    result, rows = convert(tmp_path, tmp_path / "dd", drop_cross_split_duplicates=True)
+    assert (result.rows, result.splits, result.cross_split_dropped) == (2, {"train": 2}, 1)
 
 
 def test_image_folder_with_a_labels_file(tmp_path):
@@ -141,6 +144,8 @@ def test_llava_conversations(tmp_path):
     assert result.layout == "llava"
     assert rows[0]["prompt"] == "What color is the bus?" and rows[0]["answer"] == "Red"
     assert meta(rows[0])["turns"] == 4 and rows[0]["images"][0]["path"] == "coco/1.jpg"
+    assert result.dropped_exchanges == (1, 1)  # "Is it moving?" is left out, and counted
+    assert ("later questions dropped", "1 in 1 multi-exchange rows (the first is kept)") in prepare_data.describe(result)
     assert (rows[1]["system"], rows[1]["answer"], rows[1]["reasoning"]) == ("Be brief.", "1", "One bus.")
     assert rows[1]["response"] == "<think>One bus.</think><answer>1</answer>" and rows[1]["answer_type"] == "number"
 
@@ -537,6 +542,19 @@ def test_video_without_a_decoder_is_a_clear_one_line_error(tmp_path):
     with pytest.raises(BadRow, match=r"line 1, column 'video': cannot decode .mp4 video: install PyAV \(pip install av\) "
                                      r"or OpenCV"):
         run(Config(out=tmp_path / "d.parquet", input=src))
+
+
+def test_a_missing_relative_image_names_image_root(tmp_path):
+    src = tmp_path / "refs.jsonl"
+    src.write_text(json.dumps({"prompt": "Where?", "image": "train2014/x.jpg", "answer": "1"}) + "\n"
+                   + json.dumps({"prompt": "Where?", "image": str(tmp_path / "abs.jpg"), "answer": "1"}) + "\n"
+                   + json.dumps({"prompt": "Why?", "answer": "1"}) + "\n")
+    with pytest.raises(BadRow, match=rf"image file {tmp_path}/train2014/x.jpg not found \(relative paths start "
+                                     rf"from {tmp_path}; --image-root names the image folder\)"):
+        run(Config(out=tmp_path / "d.parquet", input=src))
+    result = run(Config(out=tmp_path / "d.parquet", input=src, skip_bad=True, allow_outside_paths=True))
+    reasons = [r["reason"] for r in read_table(result.rejects_path, "rejects").table.to_pylist()]
+    assert "--image-root" in reasons[0] and reasons[1] == f"image file {tmp_path / 'abs.jpg'} not found"
 
 
 # ---------------------------------------------------------------- dedupe, splits, order

@@ -222,7 +222,9 @@ def test_chartqa_m4_label_list_and_lmms_lab_rows(tmp_path):
     assert result.layout == "chartqa" and [r["task"] for r in out] == ["chartqa"] * 3
     assert [(r["answer"], r["answer_type"]) for r in out] == [("52", "number"), ("Yes", "text"), ("2015", "number")]
     assert out[0]["prompt"] == "What is the value of the highest bar?" and pixel(out[1]) == BLUE
-    assert meta(out[0]) == {"human_or_machine": "human"} and meta(out[1])["human_or_machine"] == "machine"
+    # the Hub shard's name gives the split, kept in metadata too
+    assert meta(out[0]) == {"human_or_machine": "human", "source_split": "train"}
+    assert meta(out[1])["human_or_machine"] == "machine" and {r["split"] for r in out} == {"train"}
     assert meta(out[2])["answers"] == ["2015", "2016"]
 
     # the GitHub release: test/test_human.json beside test/png/
@@ -262,7 +264,9 @@ def test_mathvision_options_and_decoded_image(tmp_path):
     assert (b["answer"], b["answer_type"], b["choices"]) == ("2.5", "number", None)
     assert b["prompt"] == "How long is the side AB?"
     assert pixel(a) == GREEN and a["images"][0]["path"] == "images/1.jpg" and len(a["images"]) == 1
-    assert meta(a) == {"level": 2, "subject": "arithmetic", "solution": None}
+    # the Hub shard's name (test-00000-of-00001) gives the split: kept as the row's split and in metadata
+    assert meta(a) == {"level": 2, "subject": "arithmetic", "solution": None, "source_split": "test"}
+    assert [r["split"] for r in out] == ["test", "test"]
     assert meta(b)["solution"] == "AB = 5/2." and meta(b)["raw_answer"] == "2.50"
 
 
@@ -591,7 +595,7 @@ def test_ai2d_answer_index_as_text(tmp_path):
     assert result.layout == "ai2d" and [r["task"] for r in out] == ["ai2d"] * 2
     assert [(r["answer"], r["answer_type"]) for r in out] == [("B", "choice"), ("A", "choice")]
     assert out[0]["prompt"] == "Which of these define dairy item\nA. c\nB. D\nC. b\nD. a"
-    assert out[0]["choices"] == ["c", "D", "b", "a"] and meta(out[1]) == {"answer_index": 0}
+    assert out[0]["choices"] == ["c", "D", "b", "a"] and meta(out[1]) == {"answer_index": 0, "source_split": "test"}
     assert pixel(out[1]) == BLUE
 
 
@@ -617,7 +621,8 @@ def test_mme_pope_and_realworldqa_yes_no_and_listed_options(tmp_path):
     assert result.layout == "rows" and len({r["id"] for r in out}) == 2
     assert [(r["answer"], r["answer_type"]) for r in out] == [("Yes", "text"), ("No", "text")]
     assert out[0]["prompt"] == mme[0]["question"] and out[0]["choices"] is None
-    assert meta(out[0]) == {"question_id": "code_reasoning/0020.png", "category": "code_reasoning"}
+    assert meta(out[0]) == {"question_id": "code_reasoning/0020.png", "category": "code_reasoning",
+                            "source_split": "test"}
 
     # lmms-lab/POPE
     pope = [{"id": "0", "question_id": "1", "question": "Is there a snowboard in the image?", "answer": "yes",
@@ -677,7 +682,8 @@ def test_ocrbench_accepted_answer_lists(tmp_path):
     result, out = convert(tmp_path, write_parquet(tmp_path / "test-00000-of-00001.parquet", rows, schema))
     assert result.layout == "ocrbench" and [r["task"] for r in out] == ["ocrbench"] * 2
     assert [(r["answer"], r["answer_type"]) for r in out] == [("CHOICE", "text"), ("3", "number")]
-    assert meta(out[1]) == {"answers": ["3", "three"], "dataset": "ChartQA", "question_type": "Doc-oriented VQA"}
+    assert meta(out[1]) == {"answers": ["3", "three"], "dataset": "ChartQA", "question_type": "Doc-oriented VQA",
+                            "source_split": "test"}
     # the GitHub release: OCRBench.json, answers as text or a list, image_path under OCRBench_Images/
     (tmp_path / "OCRBench_Images" / "IIIT5K").mkdir(parents=True)
     (tmp_path / "OCRBench_Images" / "IIIT5K" / "1_1.png").write_bytes(png(GREEN))

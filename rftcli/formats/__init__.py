@@ -27,6 +27,12 @@ Two questions, answered separately:
                wemath      We-Math (question, option "A. x; B. y", answer letter, image_path)
                ocrbench    OCRBench (question, a list of accepted answers, question_type, dataset)
 
+Splits. Where the source has its own split, the rows keep it (`prepare-data --split-from source`, the
+default): a file named `<split>-NNNNN-of-NNNNN` (a Hub snapshot's data/test-00000-of-00001.parquet),
+`CLEVR_<split>_questions.json`, MathVista's `testmini` file, a save_to_disk DatasetDict's split, the
+InterGPS train/val/test folders, or a row's own `split` column or metadata field. `source_split` names
+them as published and `split_name` maps them onto train, val and test.
+
 Every reader streams (memory does not grow with the file) and yields `Record`s; a line that cannot be
 parsed becomes a `Record` carrying a `BadRow`, so `--skip-bad` can reject it and go on. An adapter
 returns a draft row: the dataset columns it knows, `metadata` as a dict, image references (paths,
@@ -36,6 +42,7 @@ then decodes images, normalises the answer and builds the prompt the same way fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +87,8 @@ class Record:
     error: BadRow | None = None
     raw_text: str | None = None
     """The unparsed text of an unreadable line, for the rejects table."""
+    split: str | None = None
+    """The split its file or folder names (as published: train, validation, testmini ...), if any."""
 
 
 @dataclass(frozen=True)
@@ -116,3 +125,30 @@ class Input:
     layout_hint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+
+_SHARD = re.compile(r"(?P<split>[A-Za-z][\w.]*?)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?")
+_CLEVR = re.compile(r"(?:super)?CLEVR_(?P<split>[A-Za-z]+)_questions", re.IGNORECASE)
+
+
+def source_split(path: Path) -> str | None:
+    """The split a file's name states: `<split>-NNNNN-of-NNNNN` (Hub snapshots), `CLEVR_<split>_questions`,
+    MathVista's `testmini`; None for any other name."""
+    stem = path.name.split(".", 1)[0] if path.suffix else path.name
+    if m := _SHARD.fullmatch(stem) or _CLEVR.fullmatch(stem):
+        return m.group("split")
+    return "testmini" if stem == "testmini" else None
+
+
+def split_name(name: Any) -> str:
+    """A source split as train, val or test: train..., val/validation/dev/..., test/testmini/testA/...;
+    ValueError for a name that says none of them."""
+    text = str(name).strip().lower()
+    if text.startswith("train"):
+        return "train"
+    if text.startswith("test"):
+        return "test"
+    if text in ("val", "valid", "validation", "dev", "development", "minival", "restval") or text.startswith(
+            ("val", "dev")):
+        return "val"
+    raise ValueError(f"source split {name!r} is none of train, val (validation, dev) or test (testmini, testA ...); "
+                     "pass --split-from hash to split by id instead")

@@ -3,7 +3,8 @@
     renames (--map)  ->  layout adapter (a draft row)  ->  images: read, checked, upright, RGB, sized,
     encoded; video frames sampled  ->  answer type and normalised answer (boxes converted to pixel xyxy
     of the stored image)  ->  prompt: <image> removed, options listed, instruction; system filled  ->
-    id (given, else <input name>-<position>)  ->  content key for deduplication.
+    id (given, else <input name>-<position>)  ->  content key for deduplication, content hash for the split
+    check (`rftcli.contamination.content_hash`), and the source split (a row's own, else its file's).
 
 Every problem with the record raises `BadRow` naming the file, line or row, and column.
 """
@@ -20,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rftcli.contamination import content_hash
 from rftcli.formats import BadRow, BoxSpec, Context, Record, Where
 from rftcli.formats.prompt import (
     apply_instruction,
@@ -109,7 +111,8 @@ def image_bytes(ref: Any, base: Path, where: Where, allow_outside: bool = False)
         raise BadRow(where, f"cannot read image file {path} ({reason})", column="images") from None
     if (kind := not_a_file(path)) is not None:
         raise BadRow(where, f"image {path} is {kind}, not a file", column="images")
-    raise BadRow(where, f"image file {path} not found", column="images")
+    hint = "" if Path(ref).is_absolute() else f" (relative paths start from {base}; --image-root names the image folder)"
+    raise BadRow(where, f"image file {path} not found{hint}", column="images")
 
 
 def raw_json(data: Any, limit: int = 4000) -> str:
@@ -168,7 +171,8 @@ class RowBuilder:
         self.video_frames = video_frames
 
     def build(self, record: Record) -> dict[str, Any]:
-        """The dataset row of `record` plus `_key` (content hash for deduplication) and `_bytes`."""
+        """The dataset row of `record` plus `_key` (content key for deduplication), `_content` (content hash),
+        `_source_split` (the split the source gives the row, as published, or None) and `_bytes`."""
         if record.error is not None:
             raise record.error
         where = record.where
@@ -218,6 +222,9 @@ class RowBuilder:
             raise BadRow(where, str(err), column="choices") from None
         prompt = apply_instruction(prompt, self.instruction)
         system = draft["system"] or self.system
+        if record.split is not None and not meta.get("source_split"):
+            meta["source_split"] = record.split
+        source = meta.get("source_split") or meta.get("split")
         row = {
             "id": draft["id"] if draft["id"] is not None else f"{self.id_prefix}-{record.index:07d}",
             "task": draft["task"],
@@ -236,7 +243,10 @@ class RowBuilder:
                                 "other)", column="metadata")
         key = json.dumps([prompt, answer, answer_type, choices, system, [s.sha256 for s in stored]])
         row["_key"] = hashlib.sha256(key.encode()).digest()[:16]
+        row["_content"] = content_hash(prompt, answer, [s.sha256 for s in stored])
+        row["_source_split"] = str(source) if source not in (None, "") else None
         row["_bytes"] = sum(len(i["bytes"]) for i in images)
+        row["_dropped_exchanges"] = draft.get("dropped_exchanges", 0)
         return row
 
     def _video(self, video: Any, base: Path, where: Where, images: list, stored: list, meta: dict) -> None:

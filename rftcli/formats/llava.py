@@ -9,8 +9,10 @@ holds the image itself ({"type": "image", "image": ...}) gives the row's images 
 does. The first user turn becomes the prompt (`<image>` placeholders removed), the first answer turn
 after it the answer. An answer turn in the R1 format (`<think>...</think><answer>...</answer>`) gives
 the answer inside <answer>, its reasoning, and the whole turn as `response` for SFT. A system turn
-becomes `system`. Longer conversations keep only this first exchange; `metadata.turns` records how many
-turns there were. A conversation without an answer turn (TRL's prompt-only rows for GRPO) takes the
+becomes `system`. Longer conversations keep only this first exchange: the later questions are dropped,
+since a `dataset` row holds one question and later ones lean on the earlier answers; `metadata.turns`
+records how many turns there were, and prepare-data's summary counts the questions dropped. A
+conversation without an answer turn (TRL's prompt-only rows for GRPO) takes the
 answer from `completion` (its first answer turn, or text), else `answer`, else `solution` (inside
 <answer></answer>, else its last \\boxed{}).
 
@@ -168,4 +170,5 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     out["system"] = out["system"] or system
     out["reasoning"] = out["reasoning"] or reasoning
     out["response"] = out["response"] or response
+    out["dropped_exchanges"] = sum(1 for who, _ in talk[first_user + 1:] if who in _USER)
     return out

@@ -9,11 +9,15 @@
     .csv / .tsv          a header row; cells of list-valued columns (images, choices, bbox ...) may hold JSON
     .parquet             a file, or a folder of them (a Hub snapshot such as MathVista's data/*.parquet)
     save_to_disk folder  `datasets` Dataset (state.json + Arrow files) or DatasetDict (dataset_dict.json);
-                         each row's split goes to metadata as `source_split`
+                         each row's split goes to metadata as `source_split`; DatasetDict splits are read
+                         train first, then validation, then test
     image folder         images plus a labels file: metadata.jsonl/.csv/.parquet (the `datasets` ImageFolder
                          convention, `file_name` column) or labels.jsonl/.csv/.tsv; `file_name` becomes the
                          image and `label` the answer
     InterGPS folder      Geometry3K as published: <split>/<id>/data.json + img_diagram.png
+
+Each file's name may state a split (`rftcli.formats.source_split`); folders of files are read train
+first, then val, then test, so a later split's repeat of a training row is the one reported.
 
 Locations count lines from 1 (as editors do) and Parquet/Arrow rows from 0 (as pandas does).
 """
@@ -27,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rftcli.formats import BadRow, Input, Record, Where
+from rftcli.formats import BadRow, Input, Record, Where, source_split, split_name
 
 _JSON_CELLS = {"images", "choices", "bbox", "box", "solution", "metadata", "conversations", "sentences", "file_names"}
 NESTED_TOO_DEEPLY = "JSON nested too deeply (lists or objects inside each other past Python's recursion limit)"
@@ -65,12 +69,20 @@ def _open_folder(path: Path) -> Input:
     problems = intergps_problems(path)
     if problems:
         return Input("intergps", read_intergps(path, problems), layout_hint="geometry3k")
-    parquet = sorted(path.rglob("*.parquet"))
+    parquet = sorted(path.rglob("*.parquet"), key=lambda p: (_split_order(source_split(p)), p))
     if parquet:
         return Input("parquet", read_parquet(parquet, path))
     raise ValueError(f"{path}: a folder prepare-data cannot read: expected a datasets save_to_disk folder "
                      f"(state.json or dataset_dict.json), images with a labels file ({', '.join(_LABEL_FILES)}), "
                      "the Geometry3K folder (<id>/data.json), or .parquet files")
+
+
+def _split_order(name: str | None) -> int:
+    """Reading order of a split: train, val, test, then names that are none of them."""
+    try:
+        return ("train", "val", "test").index(split_name(name)) if name is not None else 0
+    except ValueError:
+        return 3
 
 
 # ---------------------------------------------------------------- text
@@ -94,6 +106,7 @@ def _utf8_lines(path: Path, fh) -> Iterator[str]:
 
 def read_jsonl(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
     base_dir = base_dir or path.parent
+    split = source_split(path)
     index = 0
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -115,7 +128,7 @@ def read_jsonl(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
                 yield Record(index, where, None, base_dir, error=BadRow(where, NESTED_TOO_DEEPLY), raw_text=line[:2000])
             else:
                 if isinstance(data, dict):
-                    yield Record(index, where, data, base_dir)
+                    yield Record(index, where, data, base_dir, split=split)
                 else:
                     yield Record(index, where, None, base_dir, error=BadRow(where, "expected a JSON object"),
                                  raw_text=line.rstrip("\n"))
@@ -248,10 +261,12 @@ class JsonItems:
                          "an object holding one (like CLEVR's \"questions\"), or an object of objects")
 
     def records(self) -> Iterator[Record]:
+        split = source_split(self.path)
         if self.mapping:
             self._fh.close()
             for index, (key, item) in enumerate(self.header.items()):
-                yield Record(index, Where(str(self.path), f"key {key!r}"), {"id": key, **item}, self.path.parent)
+                yield Record(index, Where(str(self.path), f"key {key!r}"), {"id": key, **item}, self.path.parent,
+                             split=split)
             return
         try:
             index = 0
@@ -265,7 +280,7 @@ class JsonItems:
                 where = Where(str(self.path), f"item {index} (line {line})")
                 item = self._decode()
                 if isinstance(item, dict):
-                    yield Record(index, where, item, self.path.parent)
+                    yield Record(index, where, item, self.path.parent, split=split)
                 else:
                     yield Record(index, where, None, self.path.parent, error=BadRow(where, "expected a JSON object"),
                                  raw_text=json.dumps(item)[:2000])
@@ -293,6 +308,7 @@ def _cell(name: str, value: str | None, where: Where) -> Any:
 
 def read_csv(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
     base_dir = base_dir or path.parent
+    split = source_split(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, "rb") as fh:
         reader = csv.DictReader(_utf8_lines(path, fh), delimiter=delimiter)
@@ -322,7 +338,7 @@ def read_csv(path: Path, base_dir: Path | None = None) -> Iterator[Record]:
                 except BadRow as bad:
                     yield Record(index, where, None, base_dir, error=bad, raw_text=json.dumps(row))
                 else:
-                    yield Record(index, where, data, base_dir)
+                    yield Record(index, where, data, base_dir, split=split)
             index += 1
 
 
@@ -333,11 +349,11 @@ def read_parquet(files: list[Path], base_dir: Path, index: int = 0) -> Iterator[
     import pyarrow.parquet as pq
 
     for path in files:
-        row = 0
+        row, split = 0, source_split(path)
         try:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
                 for data in batch.to_pylist():
-                    yield Record(index, Where(str(path), f"row {row}"), data, base_dir)
+                    yield Record(index, Where(str(path), f"row {row}"), data, base_dir, split=split)
                     row, index = row + 1, index + 1
         except (OSError, pa.ArrowException) as err:  # truncated or corrupt: the whole file, not one row
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -355,7 +371,7 @@ def read_hf_disk(folder: Path) -> Iterator[Record]:
 
     if (folder / "dataset_dict.json").is_file():
         splits = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
-        parts = [(split, folder / split) for split in splits]
+        parts = [(split, folder / split) for split in sorted(splits, key=_split_order)]
     else:
         parts = [(None, folder)]
     index = 0
@@ -369,7 +385,7 @@ def read_hf_disk(folder: Path) -> Iterator[Record]:
                             if split is not None:
                                 data.setdefault("source_split", split)
                             where = Where(str(folder), f"{split} row {row}" if split else f"row {row}")
-                            yield Record(index, where, data, folder)
+                            yield Record(index, where, data, folder, split=split)
                             row, index = row + 1, index + 1
 
 
@@ -416,7 +432,8 @@ def intergps_problems(folder: Path) -> list[tuple[str | None, Path]]:
     direct = [p for p in _numeric_dirs(folder) if (p / "data.json").is_file()]
     if direct:
         return [(None, p) for p in direct]
-    for split in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.isdigit()):
+    for split in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.isdigit()),
+                        key=lambda p: (_split_order(p.name), p.name)):
         out += [(split.name, p) for p in _numeric_dirs(split) if (p / "data.json").is_file()]
     return out
 
@@ -445,4 +462,4 @@ def read_intergps(folder: Path, problems: list[tuple[str | None, Path]]) -> Iter
         data.setdefault("images", [str((problem / "img_diagram.png").relative_to(folder))])
         if split is not None:
             data.setdefault("source_split", split)
-        yield Record(index, where, data, folder)
+        yield Record(index, where, data, folder, split=split)

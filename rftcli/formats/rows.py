@@ -22,7 +22,7 @@
                                        choices when the answer is an option letter or question_type says
                                        multi-choice; the prompt keeps its own listing
     id, task, system, answer_type, reasoning, response: optional; a `split` is kept as
-    metadata.source_split (splits come from the id hash); other fields go to metadata
+    metadata.source_split and, by default, is the row's split; other fields go to metadata
 
 Sample (JSONL):
     {"id": "q1", "question": "How many apples?", "image": "imgs/1.jpg", "answer": 3}
@@ -325,6 +325,6 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     if accepted:
         meta["answers"] = accepted
     if not is_empty(row.get("split")):
-        meta["source_split"] = row["split"]  # kept, not used: splits come from the id hash
+        meta["source_split"] = row["split"]  # the row's split unless --split-from hash
     return draft(row, where, prompt=prompt, answer=answer, images=images, task="custom", metadata=meta,
                  video=row.get("video") or None)

@@ -7,7 +7,9 @@ Reads a `dataset` Parquet file and models (hub ids, folders, adapters, builtin:N
                       pass@k and maj@k, strict-format rate, mean reward per reward function, mean and p95
                       response length, truncation rate, tokens/s; deltas of every model against the
                       first; flips (prompts that went wrong -> right or right -> wrong) between
-                      consecutive models; the resolved config (`manifest`)
+                      consecutive models; per model, how many evaluated rows it or a model it was
+                      trained from trained on and the accuracy on the others (`contamination`,
+                      `rftcli.contamination`); the resolved config (`manifest`)
     flips.json        the flipped prompts with both models' answers, for reading
     report.md         the same as tables, with PNG charts when matplotlib is installed (`rftcli.report`)
 
@@ -40,6 +42,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rftcli.atomic import atomic_output, check_output
+from rftcli.contamination import eval_report, table_hashes
 from rftcli.manifest import make_manifest
 from rftcli.schema import inspect_file, write_table
 from rftcli.shards import ShardedOutput
@@ -78,7 +81,8 @@ class Config:
     rewards: tuple[str, ...] = ()
     """Further reward functions whose means are reported (NAME, pkg.module:fn or file.py:fn)."""
     category_key: str | None = None
-    """Column or metadata field (dotted for nested) for accuracy by category (default: category)."""
+    """Column or metadata field (dotted for nested; metadata.NAME for a field a column shadows) for accuracy by
+    category (default: category)."""
     metrics: tuple[Path, ...] = ()
     """Training metrics.jsonl files (sft-coldstart, train-grpo) for reward/KL curves in the report."""
     batch_size: int = 16
@@ -283,6 +287,7 @@ def run(config: Config, progress: bool = True) -> Result:
     for path in config.metrics:  # fail before hours of generation, not after
         read_training_metrics(path)
     table = used_rows(config.dataset, config.split, config.limit)
+    hash_of = dict(zip(table["id"].to_pylist(), table_hashes(table), strict=True))  # for the contamination check
     prompts, skipped = _prompts(config, table)
     rewards = load_rewards(reward_specs(config))
     reward_names = [r.name for r in rewards]
@@ -317,6 +322,7 @@ def run(config: Config, progress: bool = True) -> Result:
         for label, spec in zip(labels, config.models, strict=True):
             summary["models"][label] = {"model": spec, "resumed": resumed[label], **metrics.summarize(
                 rows_by_model[label], seconds.get(label, 0.0), config.category_key, reward_names)}
+            summary["models"][label]["contamination"] = eval_report(spec, rows_by_model[label], hash_of)
         summary["accuracy_rule"] = accuracy_rule(summary)
         outcomes = {label: metrics.prompt_outcomes(rows) for label, rows in rows_by_model.items()}
         summary["comparison"] = metrics.compare(summary["models"])

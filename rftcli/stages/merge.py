@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rftcli.atomic import atomic_output, check_output
+from rftcli.contamination import merged_record
 from rftcli.manifest import make_manifest, write_checkpoint_manifest
 from rftcli.tasks import INSTRUCTION
 
@@ -149,6 +150,9 @@ def run(config: Config) -> Result:
     _check(merge_diff, config.tolerance, config.adapter, "the merged model's logits and the adapter model's")
     manifest = make_manifest("merge", config, {"adapter": config.adapter}, base_model=None, kind="full",
                              merged_from={"adapter": str(config.adapter), "base": loaded.base})
+    trained = merged_record(str(config.adapter), loaded.base)  # the adapter's training record, and its base's
+    if trained is not None:
+        manifest["training_data"] = trained
     dtype = getattr(torch, config.dtype)
     with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
         _cast_parameters(merged, dtype)

@@ -1,8 +1,23 @@
 """Stage prepare-data: make the `dataset` table from a built-in synthetic task (`--task counting`) or from
 data in the layouts the field publishes (`--input PATH`, `--format auto|rows|llava|mathvista|geometry3k|
 clevr|refcoco|scienceqa|aokvqa|chartqa|vqa|mmbench|ai2d|wemath|ocrbench`; `rftcli.formats` documents every container and layout).
-Writes the `dataset` table (see `rftcli.schema`) with a split assigned by a hash of each row's id, so the
-same row always lands in the same split whatever the order, machine or run.
+Writes the `dataset` table (see `rftcli.schema`).
+
+Splits (`--split-from`):
+    source     the default: a row keeps the split its source gives it (a file named <split>-NNNNN-of-NNNNN,
+               CLEVR_<split>_questions.json, MathVista testmini, InterGPS train/val/test folders, a DatasetDict
+               split, a `split` column; `rftcli.formats` lists them), mapped onto train, val and test; rows
+               without one get a split from a hash of their id (`--test-fraction`, `--val-fraction`), so the
+               same row lands in the same split whatever the order, machine or run.
+    hash       every row by id hash, whatever its source says; the summary counts source test rows that
+               landed in train.
+    built-in tasks draw their splits disjoint by content (`rftcli.tasks.disjoint_splits`).
+    Cross-split duplicates: rows of a later split (train, then val, then test) whose content hash (prompt,
+    image bytes, answer: `rftcli.contamination.content_hash`) equals a row of an earlier split are counted per
+    pair of splits in the summary and the manifest (`splits.cross_split_duplicates`);
+    `--drop-cross-split-duplicates` removes them from the later split. Rows are written to a scratch file
+    first and copied into the output once every split is known, so the manifest holds the counts and a
+    dropped row may be one that was read first.
 
 Per input row (`rftcli.formats.build`): columns renamed (`--map src=dst`), the layout's adapter maps the
 row, images are decoded once, turned upright (EXIF), RGB, resized within `--max-pixels`/`--min-pixels`
@@ -15,9 +30,10 @@ Choices this stage makes:
                and each row's id for the duplicate-id check: a few hundred bytes a row (the bench saw
                +30 MB from 10k to 100k input rows), some hundreds of MB at ten million rows.
     dedupe     an input row whose prompt, answer, answer type, choices, system and image contents (sha256
-               of the stored bytes) equal an earlier row's is dropped and counted (`--keep-duplicates`
-               keeps them). Rows of a built-in task are never deduplicated: their repeats are
-               independent samples, and the demo's data must not change.
+               of the stored bytes) equal an earlier row's of the same split is dropped and counted
+               (`--keep-duplicates` keeps them); a repeat in another split is a cross-split duplicate.
+               Rows of a built-in task are never deduplicated: their repeats within a split are
+               independent samples.
     shuffle    `--shuffle` reorders rows through a buffer of `--shuffle-buffer` rows (default 10,000):
                memory is the buffer times the average row (images included), and rows move at most about
                a buffer's length. A buffer at least as long as the input is a full shuffle. Splits do not
@@ -41,15 +57,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rftcli.atomic import check_output
-from rftcli.formats import BadRow, Context, Record, Where
+from rftcli.atomic import check_output, output_of
+from rftcli.contamination import row_hash
+from rftcli.formats import BadRow, Context, Record, Where, split_name
 from rftcli.formats.build import RowBuilder, raw_json
 from rftcli.formats.prompt import resolve_instruction, resolve_system
 from rftcli.formats.registry import FORMATS, resolve_layout
 from rftcli.images import PIL_DEFAULT_MAX_PIXELS, ImageProcessor
 from rftcli.manifest import make_manifest
 from rftcli.schema import TableWriter
-from rftcli.tasks import TASKS
+from rftcli.tasks import TASKS, disjoint_splits
 
 __all__ = ["BadRow", "Config", "Result", "assign_split", "run"]
 
@@ -57,6 +74,8 @@ _BATCH_ROWS = 256
 _BATCH_BYTES = 64 << 20
 _BOX_FORMATS = ("auto", "xyxy", "xywh")
 _BOX_UNITS = ("auto", "pixel", "normalized", "norm1000")
+_SPLIT_FROM = ("source", "hash")
+SPLITS = ("train", "val", "test")
 T = TypeVar("T")
 
 
@@ -107,6 +126,11 @@ class Config:
     """Write good rows and a rejects table instead of stopping at the first bad row."""
     rejects: Path | None = None
     """Rejects Parquet file for --skip-bad (default: <out>.rejects.parquet)."""
+    split_from: str = "source"
+    """Where --input rows get their split: source (the source's own split where it has one, else the id hash)
+    or hash (the id hash for every row)."""
+    drop_cross_split_duplicates: bool = False
+    """Drop rows whose content repeats a row of an earlier split (train, then val, then test)."""
     test_fraction: float = 0.1
     """Share of rows assigned to the test split (by id hash)."""
     val_fraction: float = 0.0
@@ -145,6 +169,8 @@ class Config:
             raise ValueError("min_pixels must not exceed max_pixels")
         if self.box_format not in _BOX_FORMATS:
             raise ValueError(f"box_format must be one of {', '.join(_BOX_FORMATS)}")
+        if self.split_from not in _SPLIT_FROM:
+            raise ValueError(f"split_from must be one of {', '.join(_SPLIT_FROM)}")
         if self.box_units not in _BOX_UNITS:
             raise ValueError(f"box_units must be one of {', '.join(_BOX_UNITS)}")
         for item in self.task_options + self.map:
@@ -173,6 +199,16 @@ class Result:
     """Layout used for --input (None for a built-in task)."""
     container: str | None = None
     """Reader used for --input: jsonl, json, csv, parquet, hf-disk, imagefolder, intergps."""
+    split_sources: dict[str, int] = field(default_factory=dict)
+    """Rows written per origin of their split: source, id hash, task (disjoint by content)."""
+    source_test_in_train: int = 0
+    """Rows the source puts in test that --split-from hash put in train."""
+    cross_split: dict[str, int] = field(default_factory=dict)
+    """Rows of a later split repeating an earlier split's content, per pair ("test~train")."""
+    cross_split_dropped: int = 0
+    """Of those, rows removed (--drop-cross-split-duplicates)."""
+    dropped_exchanges: tuple[int, int] = (0, 0)
+    """Later questions of multi-exchange conversations left out (llava keeps the first), and the rows they were in."""
     seconds: float = 0.0
 
 
@@ -216,8 +252,9 @@ def _synthetic(config: Config) -> Iterator[dict[str, Any]]:
         knobs["instruction"] = resolve_instruction(config.instruction)
     system = resolve_system(config.system)
     try:
-        rows = TASKS[config.task](config.num, config.seed, **knobs)
-        for row in rows:
+        draws = TASKS[config.task](2**62, config.seed, **knobs)  # an endless stream: repeats are drawn again
+        split_of = lambda row_id: assign_split(row_id, config.test_fraction, config.val_fraction)  # noqa: E731
+        for row in disjoint_splits(draws, config.num, split_of):
             if system and not row.get("system"):
                 row["system"] = system
             yield row
@@ -280,7 +317,84 @@ def _input_rows(config: Config, info: dict[str, Any]) -> Iterator[tuple[Record |
             yield record, BadRow(record.where, "a value nested too deeply (lists or objects inside each other)")
 
 
+def _split(config: Config, row: dict[str, Any], record: Record | None) -> tuple[str, str] | BadRow:
+    """The row's split and where it came from (see the module docstring)."""
+    if "split" in row:  # a built-in task's
+        return row["split"], "task (disjoint by content)"
+    source = row.get("_source_split")
+    if source is not None:
+        try:
+            source = split_name(source)
+        except ValueError as err:
+            if config.split_from == "source":
+                return BadRow(record.where, str(err), column="split")
+            source = None
+    if source is not None and config.split_from == "source":
+        return source, "source"
+    split = assign_split(row["id"], config.test_fraction, config.val_fraction)
+    return split, "id hash (source test)" if source == "test" else "id hash"
+
+
+def _scratch_schema():
+    """The dataset schema as stored, plus the row's content hash and where its split came from (kept only
+    until the output is copied)."""
+    import pyarrow as pa
+
+    from rftcli.schema import schema_for
+
+    return pa.schema([f.with_nullable(True) for f in schema_for("dataset")]
+                     + [pa.field("_content", pa.binary()), pa.field("_origin", pa.string())])
+
+
+def _cross_split(scratch: Path, first_rank: dict[bytes, int], drop: bool) -> tuple[list[bool], dict[str, Any]]:
+    """Which scratch rows to keep (all but cross-split duplicates with `drop`), and the manifest's `splits`
+    entry: rows per split and per origin of the split, source test rows put in train, cross-split
+    duplicates per pair ("test~train": rows of the later split repeating the earlier) and rows dropped."""
+    import pyarrow.parquet as pq
+
+    columns = pq.read_table(scratch, columns=["split", "_content", "_origin"])
+    keep: list[bool] = []
+    splits: dict[str, int] = {}
+    origins: dict[str, int] = {}
+    pairs: dict[str, int] = {}
+    test_in_train = 0
+    for split, content, origin in zip(*(columns[c].to_pylist() for c in ("split", "_content", "_origin")),
+                                      strict=True):
+        earlier = first_rank[content]
+        repeat = earlier < SPLITS.index(split)
+        if repeat:
+            pair = f"{split}~{SPLITS[earlier]}"
+            pairs[pair] = pairs.get(pair, 0) + 1
+        keep.append(not (repeat and drop))
+        if keep[-1]:
+            splits[split] = splits.get(split, 0) + 1
+            test_in_train += origin == "id hash (source test)" and split == "train"
+            origin = origin.removesuffix(" (source test)")
+            origins[origin] = origins.get(origin, 0) + 1
+    return keep, {"rows": splits, "from": origins, "source_test_in_train": test_in_train,
+                  "cross_split_duplicates": pairs, "cross_split_dropped": keep.count(False)}
+
+
+def _copy_out(scratch: Path, writer: TableWriter, keep: list[bool]) -> None:
+    """The scratch file's rows that `keep` marks, into the output, a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    offset = 0
+    for batch in pq.ParquetFile(scratch).iter_batches(batch_size=1024):
+        table = pa.Table.from_batches([batch]).drop_columns(["_content", "_origin"])
+        mask = keep[offset:offset + table.num_rows]
+        offset += table.num_rows
+        if not all(mask):
+            table = table.filter(pa.array(mask))
+        if table.num_rows:
+            writer.write_table(table)
+
+
 def run(config: Config) -> Result:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     start = time.time()
     out = Path(config.out)
     check_output(out, config.overwrite, inputs=[config.input])
@@ -298,56 +412,109 @@ def run(config: Config) -> Result:
         rows = _input_rows(config, info)
     seen_ids: set[str] = set()
     seen_keys: set[bytes] = set()
-    splits: dict[str, int] = {}
+    first_rank: dict[bytes, int] = {}  # content hash -> earliest split (index in SPLITS) holding it
     duplicates = 0
+    exchanges = (0, 0)
     batch: list[dict[str, Any]] = []
     batch_bytes = 0
-    with ExitStack() as stack:
-        writer = stack.enter_context(TableWriter(out, "dataset", manifest, overwrite=config.overwrite))
-        rejects = _Rejects(rejects_path, manifest, config.overwrite, stack)
-        for record, row in rows:
-            if config.limit is not None and len(seen_ids) >= config.limit:
-                break
-            if isinstance(row, dict) and row["id"] in seen_ids and row.get("_key") not in seen_keys:
-                where = record.where if record is not None else Where(str(config.task))
-                row = BadRow(where, f"duplicate id {row['id']!r}", column="id")
-            if isinstance(row, BadRow):
-                if rejects_path is None:
-                    raise row
-                rejects.add(row, record)
-                continue
-            key = row.pop("_key", None)
-            row_bytes = row.pop("_bytes", 0)
-            if config.dedupe and key is not None:
-                if key in seen_keys:
-                    duplicates += 1
+    schema = _scratch_schema()
+    scratch = out.with_name(f".{out.name}.rows.tmp")  # beside the output: it holds every image once more
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with ExitStack() as stack:
+            # Uncompressed: the scratch file is read once, right after.
+            scratch_writer = stack.enter_context(pq.ParquetWriter(scratch, schema, compression="none"))
+            rejects = _Rejects(rejects_path, manifest, config.overwrite, stack)
+            written = 0
+
+            def flush() -> None:
+                scratch_writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+
+            for record, row in rows:
+                if config.limit is not None and len(seen_ids) >= config.limit:
+                    break
+                if isinstance(row, dict):
+                    split = _split(config, row, record)
+                    if isinstance(split, BadRow):
+                        row = split
+                    else:
+                        row["split"], row["_origin"] = split
+                        split = row["split"]
+                        dedupe_key = row.get("_key") and split.encode() + row["_key"]
+                        if row["id"] in seen_ids and dedupe_key not in seen_keys:
+                            where = record.where if record is not None else Where(str(config.task))
+                            row = BadRow(where, f"duplicate id {row['id']!r}", column="id")
+                if isinstance(row, BadRow):
+                    if rejects_path is None:
+                        raise row
+                    rejects.add(row, record)
                     continue
-                seen_keys.add(key)
-            seen_ids.add(row["id"])
-            row["split"] = assign_split(row["id"], config.test_fraction, config.val_fraction)
-            splits[row["split"]] = splits.get(row["split"], 0) + 1
-            batch.append(row)
-            batch_bytes += row_bytes
-            if len(batch) >= _BATCH_ROWS or batch_bytes >= _BATCH_BYTES:
-                writer.write_rows(batch)
-                batch, batch_bytes = [], 0
-        writer.write_rows(batch)
-        rejects.flush()
-        if writer.rows_written == 0:
-            why = f"; all {rejects.count} rows were rejected, the first: {rejects.first}" if rejects.count else ""
-            raise ValueError(f"{config.input or config.task}: no rows to write{why}")
+                row.pop("_key", None)
+                row.pop("_source_split", None)
+                if later := row.pop("_dropped_exchanges", 0):
+                    exchanges = (exchanges[0] + later, exchanges[1] + 1)
+                row_bytes = row.pop("_bytes", 0)
+                if config.dedupe and dedupe_key:
+                    if dedupe_key in seen_keys:
+                        duplicates += 1
+                        continue
+                    seen_keys.add(dedupe_key)
+                if "_content" not in row:  # a built-in task's rows carry theirs
+                    row["_content"] = row_hash(row)
+                rank = SPLITS.index(row["split"])
+                if first_rank.setdefault(row["_content"], rank) > rank:
+                    first_rank[row["_content"]] = rank
+                seen_ids.add(row["id"])
+                batch.append(row)
+                written += 1
+                batch_bytes += row_bytes
+                if len(batch) >= _BATCH_ROWS or batch_bytes >= _BATCH_BYTES:
+                    flush()
+                    batch, batch_bytes = [], 0
+            if batch:
+                flush()
+            rejects.flush()
+            if written == 0:
+                why = f"; all {rejects.count} rows were rejected, the first: {rejects.first}" if rejects.count else ""
+                raise ValueError(f"{config.input or config.task}: no rows to write{why}")
+            scratch_writer.close()
+            # Known only now: the manifest records where splits came from and the duplicates across them.
+            keep, manifest["splits"] = _cross_split(scratch, first_rank, config.drop_cross_split_duplicates)
+            with TableWriter(out, "dataset", manifest, overwrite=config.overwrite) as writer:
+                _copy_out(scratch, writer, keep)
+    except BaseException as err:
+        if output_of(err) is None:  # the scratch file's errors (a full disk) are the output's
+            err._rftcli_output = out
+        raise
+    finally:
+        scratch.unlink(missing_ok=True)
     if rejects_path is not None and rejects.count == 0 and rejects_path.exists():
         rejects_path.unlink()  # an old run's rejects would describe rows this run did not see
-    return Result(path=out, rows=len(seen_ids), splits=splits, rejected=rejects.count,
+    report = manifest["splits"]
+    return Result(path=out, rows=sum(report["rows"].values()), splits=report["rows"], rejected=rejects.count,
                   rejects_path=rejects_path if rejects.count else None, duplicates=duplicates,
-                  layout=info.get("layout"), container=info.get("container"), seconds=time.time() - start)
+                  layout=info.get("layout"), container=info.get("container"), split_sources=report["from"],
+                  source_test_in_train=report["source_test_in_train"], cross_split=report["cross_split_duplicates"],
+                  cross_split_dropped=report["cross_split_dropped"], dropped_exchanges=exchanges,
+                  seconds=time.time() - start)
 
 
 def describe(result: Result) -> list[tuple[str, Any]]:
     """Summary lines for the command line."""
-    lines: list[tuple[str, Any]] = [("rows", result.rows), *sorted(result.splits.items())]
+    lines: list[tuple[str, Any]] = [("rows", result.rows)]
+    lines += [(f"  {name}", result.splits[name]) for name in SPLITS if name in result.splits]
+    lines.append(("splits from", ", ".join(f"{k} {v}" for k, v in result.split_sources.items())))
+    if result.source_test_in_train:
+        lines.append(("source test rows in train", f"{result.source_test_in_train} (--split-from hash)"))
+    pairs = ", ".join(f"{k.replace('~', ' repeats ')} {v}" for k, v in sorted(result.cross_split.items()))
+    if result.cross_split_dropped:
+        pairs += f" ({result.cross_split_dropped} dropped)"
+    lines.append(("cross-split duplicates", pairs or "0"))
     if result.layout:  # built-in tasks are neither deduplicated nor rejected from
         lines += [("input", f"{result.container}, layout {result.layout}"), ("duplicates dropped", result.duplicates)]
+        if result.dropped_exchanges[0]:
+            questions, rows = result.dropped_exchanges
+            lines.append(("later questions dropped", f"{questions} in {rows} multi-exchange rows (the first is kept)"))
         if result.rejects_path is not None:
             lines += [("rejected", result.rejected), ("rejects file", str(result.rejects_path))]
         else:

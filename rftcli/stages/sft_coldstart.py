@@ -47,6 +47,7 @@ from typing import Any
 import pyarrow as pa
 
 from rftcli.atomic import check_output
+from rftcli.contamination import table_hashes, training_record
 from rftcli.images import check_table_images
 from rftcli.manifest import make_manifest
 from rftcli.schema import dataset_columns, read_table
@@ -286,6 +287,7 @@ def run(config: Config) -> Result:
     if table.num_rows == 0:
         kept = f" with {config.reward_column} >= {config.min_reward:g}" if config.min_reward is not None else ""
         raise ValueError(f"{config.dataset}: no rows to train on in split {config.split!r}{kept}")
+    row_hashes = table_hashes(table)  # the rows as stored, before any image is shrunk
     train = trl_dataset(table, with_completion=True)
     eval_data = None
     if config.eval_split:
@@ -302,6 +304,9 @@ def run(config: Config) -> Result:
     manifest = make_manifest("sft-coldstart", config, inputs, seed=config.seed,
                              base_model=None if config.full else config.model,
                              kind="full" if config.full else "adapter", rows=table.num_rows, rows_read=read)
+    manifest["training_data"] = training_record(config.model, "sft-coldstart", config.dataset,
+                                                manifest["inputs"]["dataset"]["hash"], config.split,
+                                                row_hashes, config.out)
     build_builtins(config.model)
     args = sft_args(config, work_folder(config.out))
     manifest["world_size"] = args.world_size

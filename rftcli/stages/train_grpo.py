@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rftcli.atomic import check_output
+from rftcli.contamination import offline_hashes, table_hashes, training_record
 from rftcli.loading import build_builtins
 from rftcli.manifest import make_manifest
 from rftcli.stages.rollout import used_rows
@@ -280,6 +281,7 @@ def _online_trainer(config: Config, work_path: Path):
 
     rewards = load_rewards(config.rewards or DEFAULT_REWARDS)
     table = used_rows(config.dataset, config.split, config.limit)
+    row_hashes = table_hashes(table)  # the rows as stored, before any image is shrunk
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from trl import GRPOConfig, GRPOTrainer
 
@@ -304,7 +306,7 @@ def _online_trainer(config: Config, work_path: Path):
         return Trainer(model=loaded.model, reward_funcs=funcs, args=args, train_dataset=trl_dataset(table, False),
                        processing_class=loaded.processor, peft_config=_lora(config, loaded.model))
 
-    return args, build, {"rewards": [{"name": r.name, "weight": r.weight} for r in rewards]}
+    return args, build, {"rewards": [{"name": r.name, "weight": r.weight} for r in rewards], "_row_hashes": row_hashes}
 
 
 def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
@@ -317,6 +319,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
     data = load_offline(config.rollouts, split=config.split, limit=config.limit, scale_rewards=config.scale_rewards,
                         dynamic_sampling=config.dynamic_sampling, rewards=config.rewards, policy_hash=policy_hash,
                         allow_policy_mismatch=config.allow_policy_mismatch)
+    row_hashes = offline_hashes(config.rollouts, data.rows)  # before any image is shrunk
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from peft import get_peft_model
     from transformers import TrainingArguments
@@ -353,7 +356,8 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
     extra = {"rewards": [{"name": n, "weight": w} for n, w in zip(data.reward_names, data.reward_weights, strict=True)],
              "rollouts": {"groups": data.groups, "completions": len(data.rows), "zero_std_groups": data.zero_std_groups,
                           "dropped_groups": data.dropped_groups, "temperature": data.temperature,
-                          "max_new_tokens": data.max_new_tokens, "policy_hashes": data.policy_hashes}}
+                          "max_new_tokens": data.max_new_tokens, "policy_hashes": data.policy_hashes},
+             "_row_hashes": row_hashes}
     return args, build, extra
 
 
@@ -380,7 +384,11 @@ def run(config: Config) -> Result:
         args, build, extra = _offline_trainer(config, work_folder(config.out), manifest["inputs"]["model"]["hash"])
     else:
         args, build, extra = _online_trainer(config, work_folder(config.out))
+    row_hashes = extra.pop("_row_hashes")
     manifest.update(extra, world_size=args.world_size)
+    role = "rollouts" if offline else "dataset"
+    manifest["training_data"] = training_record(config.model, "train-grpo", inputs[role],
+                                                manifest["inputs"][role]["hash"], config.split, row_hashes, config.out)
     # A resumed run must see the data in the same order, so the same number of processes too.
     work = open_shared_work_folder(config.out, {**run_record(config, manifest), "processes": args.world_size}, args,
                                    resume=config.resume, overwrite=config.overwrite)
