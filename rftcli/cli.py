@@ -23,6 +23,7 @@ from rich.table import Table
 
 from rftcli import __version__
 from rftcli.config import build_config
+from rftcli.limits import DEFAULT_MAX_PROMPT_LENGTH
 
 app = typer.Typer(help="Reinforcement fine-tuning of vision-language models, one stage per command.\n\n"
                        "Stages read and write files: dataset -> sft-coldstart -> rollout -> score -> train-grpo "
@@ -46,6 +47,14 @@ AllowPickleOpt = Annotated[bool, typer.Option(
     "--allow-pickle", help="Load weights stored only as pickle files (.bin/.pt), which can run code; off: safetensors only.")]
 RewardOpt = Annotated[list[str] | None, typer.Option(
     "--reward", "-r", help="NAME[=WEIGHT], repeatable; NAME is built-in, pkg.module:fn or file.py:fn.")]
+MaxPromptLengthOpt = Annotated[int, typer.Option(
+    "--max-prompt-length", help="Most tokens a prompt may have, text and images (capped at the model's context "
+    "length); a longer one is refused, naming its row, before weights load.")]
+MaxPixelsOpt = Annotated[int | None, typer.Option(
+    "--max-pixels", help="Shrink images above this many pixels before use (default: the processor's limit, at most "
+    "1003520).")]
+MinPixelsOpt = Annotated[int | None, typer.Option(
+    "--min-pixels", help="The processor enlarges images below this many pixels (default: its own).")]
 
 
 def _version(value: bool) -> None:
@@ -253,6 +262,9 @@ def sft_coldstart(
     batch_size: Annotated[int, typer.Option(help="Sequences per device per step.")] = SF.batch_size,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = SF.grad_accum,
     max_length: Annotated[int | None, typer.Option(help="Truncate sequences to N tokens.")] = None,
+    max_prompt_length: MaxPromptLengthOpt = DEFAULT_MAX_PROMPT_LENGTH,
+    max_pixels: MaxPixelsOpt = None,
+    min_pixels: MinPixelsOpt = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     packing: Annotated[bool, typer.Option(
         help="Not supported: TRL does not pack vision-language data; refused.")] = False,
@@ -289,7 +301,7 @@ def sft_coldstart(
     with errors_as_messages():
         result = stage.run(cfg)
     rows = [("rows", f"{result.rows} of {result.rows_read}" if result.rows != result.rows_read else result.rows),
-            ("steps", result.steps), ("train loss", result.train_loss)]
+            ("steps", result.steps), ("train loss", result.train_loss), ("images shrunk", result.images_shrunk)]
     if result.eval_loss is not None:
         rows.append(("eval loss", result.eval_loss))
     if result.resumed_from is not None:
@@ -314,6 +326,9 @@ def rollout(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling (1 = off).")] = RO.top_p,
     top_k: Annotated[int, typer.Option(help="Top-k sampling (0 = off).")] = RO.top_k,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per completion.")] = RO.max_new_tokens,
+    max_prompt_length: MaxPromptLengthOpt = DEFAULT_MAX_PROMPT_LENGTH,
+    max_pixels: MaxPixelsOpt = None,
+    min_pixels: MinPixelsOpt = None,
     stop: Annotated[list[str] | None, typer.Option(
         "--stop", help="Stop string, repeatable: a completion ends with the token that completes it.")] = None,
     batch_size: Annotated[str, typer.Option(
@@ -342,7 +357,7 @@ def rollout(
         result = stage.run(cfg)
     rows = [("prompts", result.prompts), ("rows", result.rows), ("resumed prompts", result.resumed_prompts),
             ("batch size", result.batch_size if result.batch_size is not None else "-"),
-            ("tokens/s", result.tokens_per_s)]
+            ("tokens/s", result.tokens_per_s), ("images shrunk", result.images_shrunk)]
     rows += [(f"finish {k}", v) for k, v in result.finish_reasons.items()]
     rows += [(f"tokens {k}", v) for k, v in result.lengths.items()]
     if result.max_logprob_diff is not None:
@@ -448,6 +463,9 @@ def train_grpo(
     rewards: RewardOpt = None,
     num_generations: Annotated[int, typer.Option("--num-generations", "-n", help="Group size G.")] = TG.num_generations,
     max_completion_length: Annotated[int, typer.Option(help="Most tokens per completion.")] = TG.max_completion_length,
+    max_prompt_length: MaxPromptLengthOpt = DEFAULT_MAX_PROMPT_LENGTH,
+    max_pixels: MaxPixelsOpt = None,
+    min_pixels: MinPixelsOpt = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = TG.temperature,
     beta: Annotated[float, typer.Option(help="KL coefficient (0: no reference model).")] = TG.beta,
     epsilon: Annotated[float, typer.Option(help="Lower clip range.")] = TG.epsilon,
@@ -514,7 +532,8 @@ def train_grpo(
     with errors_as_messages():
         result = stage.run(cfg)
     rows = [("mode", result.mode), ("steps", result.steps), ("train loss", result.train_loss),
-            ("reward first log", result.reward_first), ("reward last log", result.reward_last)]
+            ("reward first log", result.reward_first), ("reward last log", result.reward_last),
+            ("images shrunk", result.images_shrunk)]
     if result.groups is not None:
         rows += [("groups", result.groups), ("dropped (zero variance)", result.dropped_groups)]
     if result.resumed_from is not None:
@@ -576,6 +595,9 @@ def eval_(
     temperature: Annotated[float, typer.Option(help="Sampling temperature when --samples > 1.")] = EV.temperature,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling when --samples > 1 (1 = off).")] = EV.top_p,
     max_new_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer (default 64; presets more).")] = None,
+    max_prompt_length: MaxPromptLengthOpt = DEFAULT_MAX_PROMPT_LENGTH,
+    max_pixels: MaxPixelsOpt = None,
+    min_pixels: MinPixelsOpt = None,
     scorer: Annotated[str | None, typer.Option(help="Reward whose 1.0 marks a correct answer (default accuracy).")] = None,
     rewards: Annotated[list[str] | None, typer.Option(
         "--reward", "-r", help="Further reward reported by its mean, repeatable: built-in, pkg.module:fn or file.py:fn.")] = None,
@@ -623,6 +645,8 @@ def eval_(
     resumed = [label for label, s in result.summary["models"].items() if s["resumed"]]
     if resumed:
         out_console.print(f"resumed: reused finished prompts of {', '.join(resumed)} from the work folder")
+    if result.images_shrunk:
+        out_console.print(f"images shrunk to the pixel budget: {result.images_shrunk}")
     skipped = result.summary["report"]["charts_skipped"]
     out_console.print(f"report: {result.path / 'report.md'}" + (f" (charts skipped: {skipped})" if skipped else ""))
 

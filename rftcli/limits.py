@@ -179,10 +179,12 @@ class PromptBudget:
     """One model's prompt budget and pixel limits, from its processor and config (no weights loaded)."""
 
     def __init__(self, spec: str, *, max_prompt_length: int, max_pixels: int | None, min_pixels: int | None,
-                 base: str | None = None, trust_remote_code: bool = False):
-        from rftcli.loading import _quiet_transformers, load_processor
+                 base: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False):
+        from rftcli.loading import _quiet_transformers, check_model, load_processor
 
         _quiet_transformers()  # a built-in model is saved on first use: no progress bar
+        # The checks loading makes first (damaged settings files, missing weights), so they are named the same way.
+        check_model(spec, base=base, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
         self.processor = load_processor(spec, trust_remote_code, base)
         self.max_pixels = apply_image_budget(self.processor, max_pixels, min_pixels)
         self.context = context_length(spec, base, trust_remote_code)

@@ -43,6 +43,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.contamination import eval_report, table_hashes
+from rftcli.limits import (
+    DEFAULT_MAX_PROMPT_LENGTH,
+    ImageShrinker,
+    PromptBudget,
+    apply_image_budget,
+    check_limits,
+    row_positions,
+)
 from rftcli.manifest import make_manifest
 from rftcli.schema import inspect_file, write_table
 from rftcli.shards import ShardedOutput
@@ -95,6 +103,12 @@ class Config:
     """Allow model code from the checkpoint."""
     allow_pickle: bool = False
     """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
+    max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH
+    """Most tokens a prompt may have, text and images (capped at each model's context length); longer is refused."""
+    max_pixels: int | None = None
+    """Shrink images above this many pixels (default: the processor's limit, at most 1,003,520)."""
+    min_pixels: int | None = None
+    """The processor enlarges images below this many pixels (default: the processor's own)."""
     seed: int = 0
     """Sampling seed: completion j of prompt id samples under row_seed(seed, id, j) (greedy: unused)."""
     overwrite: bool = False
@@ -113,6 +127,7 @@ class Config:
             raise ValueError("temperature must be > 0 and top_p in (0, 1]")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
+        check_limits(self.max_prompt_length, self.max_pixels, self.min_pixels)
         # Settings left unset take the preset's choice, else the defaults; the manifest records the result.
         from rftcli.benchmarks import get_preset
 
@@ -151,6 +166,8 @@ def short_labels(models: Sequence[str]) -> list[str]:
 class Result:
     path: Path
     summary: dict[str, Any]
+    images_shrunk: int = 0
+    """Images over the pixel budget shrunk before use."""
 
 
 def reward_specs(config: Config) -> list[str]:
@@ -184,7 +201,7 @@ def resume_key(config: Config, manifest: dict[str, Any]) -> dict[str, Any]:
     settings and the libraries that compute them. Batch size, category key and metrics files do not
     change a row, so they may differ on resume."""
     settings = ["preset", "split", "limit", "samples", "max_new_tokens", "scorer", "rewards", "dtype",
-                "trust_remote_code"]
+                "trust_remote_code", "max_pixels", "min_pixels"]
     if config.samples > 1:  # greedy decoding ignores them
         settings += ["temperature", "top_p", "seed"]
     packages = {k: v for k, v in manifest["packages"].items() if k in ("torch", "transformers", "peft")}
@@ -220,6 +237,7 @@ def _evaluate(config: Config, label: str, spec: str, prompts: Sequence[dict[str,
     settings = SamplingSettings(n=config.samples, do_sample=not greedy, temperature=config.temperature,
                                 top_p=config.top_p, max_new_tokens=config.max_new_tokens)
     loaded = load_model(spec, dtype=config.dtype, device=default_device(), trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
+    apply_image_budget(loaded.processor, config.max_pixels, config.min_pixels)
     model = loaded.model.eval()
     scorer = rewards[0].name
 
@@ -283,7 +301,7 @@ def run(config: Config, progress: bool = True) -> Result:
     from rftcli.loading import check_model
     from rftcli.report import read_training_metrics, write_report
 
-    check_output(config.out, config.overwrite)
+    check_output(config.out, config.overwrite, inputs=[config.dataset, *config.models, *config.metrics])
     for path in config.metrics:  # fail before hours of generation, not after
         read_training_metrics(path)
     table = used_rows(config.dataset, config.split, config.limit)
@@ -293,6 +311,16 @@ def run(config: Config, progress: bool = True) -> Result:
     reward_names = [r.name for r in rewards]
     for spec in config.models:  # every model's files, before the first is evaluated
         check_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
+    # Before any weights load: images over the pixel budget shrunk, every prompt within each model's budget.
+    budgets = [PromptBudget(spec, max_prompt_length=config.max_prompt_length, max_pixels=config.max_pixels,
+                            min_pixels=config.min_pixels, trust_remote_code=config.trust_remote_code,
+                            allow_pickle=config.allow_pickle)
+               for spec in config.models]
+    shrinker = ImageShrinker(max(b.max_pixels for b in budgets))
+    prompts = [{**p, "images": shrinker.images(p["images"])} for p in prompts]
+    positions = row_positions(config.dataset)
+    for budget in budgets:
+        budget.check(config.dataset, prompts, positions)
     labels = config.model_labels
     inputs = {"dataset": config.dataset, **{f"model:{label}": m for label, m in zip(labels, config.models, strict=True)}}
     manifest = make_manifest("eval", config, inputs, seed=config.seed)
@@ -336,7 +364,7 @@ def run(config: Config, progress: bool = True) -> Result:
             summary = _no_nan(summary)
             (tmp / "summary.json").write_text(json.dumps({**summary, "manifest": manifest}, indent=2) + "\n")
         shards.remove()
-    return Result(path=config.out, summary=summary)
+    return Result(path=config.out, summary=summary, images_shrunk=shrinker.shrunk)
 
 
 def _no_nan(value: Any) -> Any:

@@ -44,6 +44,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from rftcli.atomic import check_output
+from rftcli.limits import (
+    DEFAULT_MAX_PROMPT_LENGTH,
+    ImageShrinker,
+    PromptBudget,
+    apply_image_budget,
+    check_limits,
+    row_positions,
+)
 from rftcli.manifest import make_manifest
 from rftcli.schema import read_table
 from rftcli.shards import ShardedOutput
@@ -77,6 +85,12 @@ class Config:
     """Top-k sampling (0 = off)."""
     max_new_tokens: int = 64
     """Most tokens generated per completion."""
+    max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH
+    """Most tokens a prompt may have, text and images (capped at the model's context length); longer is refused."""
+    max_pixels: int | None = None
+    """Shrink images above this many pixels (default: the processor's limit, at most 1,003,520)."""
+    min_pixels: int | None = None
+    """The processor enlarges images below this many pixels (default: the processor's own)."""
     stop: tuple[str, ...] = ()
     """Stop strings: a completion ends with the token that completes one (kept in the text)."""
     ignore_eos: bool = False
@@ -115,6 +129,7 @@ class Config:
             raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must not be empty")
+        check_limits(self.max_prompt_length, self.max_pixels, self.min_pixels)
         size = self.batch_size
         if isinstance(size, str) and size.strip().isdigit():
             size = int(size)
@@ -147,6 +162,8 @@ class Result:
     seconds: float
     """Wall time of the whole stage, model loading and writing included."""
     max_logprob_diff: float | None
+    images_shrunk: int = 0
+    """Images over the pixel budget shrunk before use."""
     """Largest |stored - recomputed| log-prob over the checked groups; None unless check_logprobs."""
 
     @property
@@ -256,6 +273,7 @@ class HFPolicy:
                                  trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
         self.model = self.loaded.model.eval()
         self.processor = self.loaded.processor
+        apply_image_budget(self.processor, config.max_pixels, config.min_pixels)
         self.device = next(self.model.parameters()).device
 
     def auto_batch(self, n: int) -> int:
@@ -294,7 +312,7 @@ def _resume_key(config: Config, manifest: dict[str, Any]) -> dict[str, Any]:
     """What decides the rows: inputs by content, the sampling settings and the libraries that compute
     them. Batch size, check_logprobs and overwrite do not change a row, so they may differ on resume."""
     settings = ("base", "split", "limit", "num_generations", "temperature", "top_p", "top_k", "max_new_tokens",
-                "stop", "ignore_eos", "backend", "dtype", "trust_remote_code", "seed")
+                "max_pixels", "min_pixels", "stop", "ignore_eos", "backend", "dtype", "trust_remote_code", "seed")
     packages = {k: v for k, v in manifest["packages"].items()
                 if k in ("rftcli", "torch", "transformers", "peft", "vllm")}
     return {"stage": "rollout", "inputs": {k: v["hash"] for k, v in manifest["inputs"].items()},
@@ -321,14 +339,21 @@ def run(config: Config, progress: bool = True) -> Result:
         from rftcli.vllm_generation import require_vllm
 
         require_vllm()
-    check_output(config.out, config.overwrite)
+    check_output(config.out, config.overwrite, inputs=[config.dataset, config.model, config.base])
     table = used_rows(config.dataset, config.split, config.limit)
     manifest = make_manifest("rollout", config, {"dataset": config.dataset, "model": config.model}, seed=config.seed)
     policy_hash = manifest["inputs"]["model"]["hash"]  # content hash (a hub id or built-in name: as given)
     settings = SamplingSettings(n=config.num_generations, do_sample=True, temperature=config.temperature,
                                 top_p=config.top_p, top_k=config.top_k, max_new_tokens=config.max_new_tokens,
                                 stop=tuple(config.stop), ignore_eos=config.ignore_eos)
+    # Before any weights load: images over the pixel budget shrunk, every prompt within the prompt budget.
+    budget = PromptBudget(config.model, base=config.base, trust_remote_code=config.trust_remote_code,
+                          allow_pickle=config.allow_pickle, max_prompt_length=config.max_prompt_length,
+                          max_pixels=config.max_pixels, min_pixels=config.min_pixels)
+    shrinker = ImageShrinker(budget.max_pixels)
+    table = shrinker.table(table)
     prompts = table.to_pylist()
+    budget.check(config.dataset, prompts, row_positions(config.dataset))
     constant = {"policy": config.model, "policy_hash": policy_hash, "backend": config.backend,
                 "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
                 "max_new_tokens": config.max_new_tokens}
@@ -400,7 +425,8 @@ def run(config: Config, progress: bool = True) -> Result:
                   finish_reasons=dict(sorted(reasons.items())), mean_tokens=spread["mean"], lengths=spread,
                   resumed_prompts=resumed, batch_size=batch_size,
                   generated_tokens=generated, generate_seconds=generate_seconds, load_seconds=load_seconds,
-                  seconds=time.perf_counter() - started, max_logprob_diff=max_diff)
+                  seconds=time.perf_counter() - started, max_logprob_diff=max_diff,
+                  images_shrunk=shrinker.shrunk)
 
 
 def check_logprobs(path: str | Path, model: Any, processor: Any, groups: int) -> float:

@@ -49,10 +49,24 @@ import pyarrow as pa
 from rftcli.atomic import check_output
 from rftcli.contamination import table_hashes, training_record
 from rftcli.images import check_table_images
+from rftcli.limits import (
+    DEFAULT_MAX_PROMPT_LENGTH,
+    ImageShrinker,
+    PromptBudget,
+    apply_image_budget,
+    check_limits,
+    row_positions,
+)
 from rftcli.manifest import make_manifest
 from rftcli.schema import dataset_columns, read_table
 from rftcli.stages.rollout import select_split
 
+# What to do when a dataset's rows hold questions and answers only (one line, after the row's position).
+NO_TARGETS = ("Rows with questions and answers only need no cold start: train online GRPO from the base model, "
+              "`rftcli train-grpo -d {path} -m MODEL ...`. Or make targets from the model's own correct answers: "
+              "`rftcli rollout -d {path} -m MODEL --out rollouts.parquet`, `rftcli score --rollouts rollouts.parquet "
+              "-r accuracy=1 --out scores.parquet`, then `rftcli sft-coldstart -d scores.parquet --min-reward 1 "
+              "-m MODEL ...`")
 PACKING_REFUSED = ("--packing is not supported: TRL's SFTTrainer does not pack vision-language data (it refuses "
                    "datasets with images); leave it off")
 
@@ -62,12 +76,6 @@ class Config:
     dataset: Path
     """Training rows: a dataset Parquet (response or reasoning column), or a rollouts/scores table whose
     completions become the targets (distillation)."""
-# What to do when a dataset's rows hold questions and answers only (one line, after the row's position).
-NO_TARGETS = ("Rows with questions and answers only need no cold start: train online GRPO from the base model, "
-              "`rftcli train-grpo -d {path} -m MODEL ...`. Or make targets from the model's own correct answers: "
-              "`rftcli rollout -d {path} -m MODEL --out rollouts.parquet`, `rftcli score --rollouts rollouts.parquet "
-              "-r accuracy=1 --out scores.parquet`, then `rftcli sft-coldstart -d scores.parquet --min-reward 1 "
-              "-m MODEL ...`")
     model: str
     """Start model: hub id, local folder or builtin:NAME."""
     out: Path
@@ -104,6 +112,12 @@ NO_TARGETS = ("Rows with questions and answers only need no cold start: train on
     """Gradient accumulation steps."""
     max_length: int | None = None
     """Truncate sequences to this many tokens (None: no truncation)."""
+    max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH
+    """Most tokens a prompt may have, text and images (capped at the model's context length); longer is refused."""
+    max_pixels: int | None = None
+    """Shrink images above this many pixels (default: the processor's limit, at most 1,003,520)."""
+    min_pixels: int | None = None
+    """The processor enlarges images below this many pixels (default: the processor's own)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory."""
     packing: bool = False
@@ -148,6 +162,7 @@ NO_TARGETS = ("Rows with questions and answers only need no cold start: train on
             raise ValueError("--full and --load-in-4bit cannot be combined: 4-bit weights are not trainable")
         if self.full and (self.lora_vision or self.target_modules):
             raise ValueError("--lora-vision and --target-modules choose LoRA layers; --full trains every weight")
+        check_limits(self.max_prompt_length, self.max_pixels, self.min_pixels)
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -178,6 +193,8 @@ class Result:
     eval_loss: float | None
     resumed_from: int | None
     """Step of the checkpoint the run continued from."""
+    images_shrunk: int = 0
+    """Images over the pixel budget shrunk before use."""
 
 
 def sft_rows(path: Path, split: str, min_reward: float | None = None, reward_column: str = "reward",
@@ -282,12 +299,19 @@ def run(config: Config) -> Result:
         write_output,
     )
 
-    check_output(config.out, config.overwrite)
+    check_output(config.out, config.overwrite, inputs=[config.dataset, config.eval_dataset, config.model])
     table, read = sft_rows(config.dataset, config.split, config.min_reward, config.reward_column, config.limit)
     if table.num_rows == 0:
         kept = f" with {config.reward_column} >= {config.min_reward:g}" if config.min_reward is not None else ""
         raise ValueError(f"{config.dataset}: no rows to train on in split {config.split!r}{kept}")
     row_hashes = table_hashes(table)  # the rows as stored, before any image is shrunk
+    # Before any weights load: images over the pixel budget shrunk, every prompt within the prompt budget.
+    budget = PromptBudget(config.model, max_prompt_length=config.max_prompt_length, max_pixels=config.max_pixels,
+                          min_pixels=config.min_pixels, trust_remote_code=config.trust_remote_code,
+                          allow_pickle=config.allow_pickle)
+    shrinker = ImageShrinker(budget.max_pixels)
+    table = shrinker.table(table)
+    budget.check(config.dataset, table.to_pylist(), row_positions(config.dataset))
     train = trl_dataset(table, with_completion=True)
     eval_data = None
     if config.eval_split:
@@ -297,6 +321,8 @@ def run(config: Config) -> Result:
         eval_table, _ = sft_rows(eval_source, config.eval_split, min_reward, config.reward_column)
         if eval_table.num_rows == 0:
             raise ValueError(f"{eval_source}: no rows to evaluate on in split {config.eval_split!r}")
+        eval_table = shrinker.table(eval_table)
+        budget.check(eval_source, eval_table.to_pylist(), row_positions(eval_source))
         eval_data = trl_dataset(eval_table, with_completion=True)
     inputs = {"dataset": config.dataset, "model": config.model}
     if config.eval_dataset is not None:
@@ -319,6 +345,7 @@ def run(config: Config) -> Result:
                             trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle,
                             merge_adapter=True, device=str(args.device) if config.load_in_4bit else None)
         manifest["quantization"] = _quantization(loaded.model)
+        apply_image_budget(loaded.processor, config.max_pixels, config.min_pixels)
         trainer = sft_trainer(config, loaded, train, eval_data, work.path, args)
         attach_progress(trainer, "sft")
         training_loss = run_training(trainer, work.resume_from)
@@ -335,4 +362,5 @@ def run(config: Config) -> Result:
         discard(work.path)
     # train_loss: TRL's mean over the steps this process ran (after a resume, those since the checkpoint).
     return Result(path=config.out, steps=trainer.state.global_step, train_loss=float(training_loss),
-                  rows=table.num_rows, rows_read=read, eval_loss=eval_loss, resumed_from=resumed_from)
+                  rows=table.num_rows, rows_read=read, eval_loss=eval_loss, resumed_from=resumed_from,
+                  images_shrunk=shrinker.shrunk)

@@ -33,6 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from rftcli.atomic import check_output
 from rftcli.contamination import offline_hashes, table_hashes, training_record
+from rftcli.limits import (
+    DEFAULT_MAX_PROMPT_LENGTH,
+    ImageShrinker,
+    PromptBudget,
+    apply_image_budget,
+    check_limits,
+    row_positions,
+)
 from rftcli.loading import build_builtins
 from rftcli.manifest import make_manifest
 from rftcli.stages.rollout import used_rows
@@ -142,6 +150,12 @@ class Config:
     """Allow model code from the checkpoint."""
     allow_pickle: bool = False
     """Load weights stored only as pickle files (.bin/.pt), which can run code (off: safetensors only)."""
+    max_prompt_length: int = DEFAULT_MAX_PROMPT_LENGTH
+    """Most tokens a prompt may have, text and images (capped at the model's context length); longer is refused."""
+    max_pixels: int | None = None
+    """Shrink images above this many pixels (default: the processor's limit, at most 1,003,520)."""
+    min_pixels: int | None = None
+    """The processor enlarges images below this many pixels (default: the processor's own)."""
     seed: int = 0
     """Seed for sampling, data order and initialisation."""
     overwrite: bool = False
@@ -164,6 +178,7 @@ class Config:
             raise ValueError("report_to must be none, tensorboard or wandb")
         if self.batch_size < 1 or self.grad_accum < 1 or self.num_iterations < 1:
             raise ValueError("batch_size, grad_accum and num_iterations must be at least 1")
+        check_limits(self.max_prompt_length, self.max_pixels, self.min_pixels)
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1 (or unset), got {self.limit}")
         if self.full and self.load_in_4bit:
@@ -211,6 +226,8 @@ class Result:
     groups: int | None = None
     """Offline: groups read."""
     dropped_groups: int = 0
+    images_shrunk: int = 0
+    """Images over the pixel budget shrunk before use."""
     """Offline: groups dynamic sampling left out."""
 
 
@@ -264,6 +281,14 @@ def _lora(config: Config, model: Any):
     return lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, target_modules=targets)
 
 
+def _limits(config: Config) -> tuple[PromptBudget, ImageShrinker]:
+    """The prompt budget and the image shrinker of the start model (its processor and config, no weights)."""
+    budget = PromptBudget(config.model, max_prompt_length=config.max_prompt_length, max_pixels=config.max_pixels,
+                          min_pixels=config.min_pixels, trust_remote_code=config.trust_remote_code,
+                          allow_pickle=config.allow_pickle)
+    return budget, ImageShrinker(budget.max_pixels)
+
+
 def _load(config: Config, args: Any):
     from rftcli.loading import load_model
 
@@ -282,6 +307,9 @@ def _online_trainer(config: Config, work_path: Path):
     rewards = load_rewards(config.rewards or DEFAULT_REWARDS)
     table = used_rows(config.dataset, config.split, config.limit)
     row_hashes = table_hashes(table)  # the rows as stored, before any image is shrunk
+    budget, shrinker = _limits(config)  # before any weights load
+    table = shrinker.table(table)
+    budget.check(config.dataset, table.to_pylist(), row_positions(config.dataset))
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from trl import GRPOConfig, GRPOTrainer
 
@@ -306,7 +334,8 @@ def _online_trainer(config: Config, work_path: Path):
         return Trainer(model=loaded.model, reward_funcs=funcs, args=args, train_dataset=trl_dataset(table, False),
                        processing_class=loaded.processor, peft_config=_lora(config, loaded.model))
 
-    return args, build, {"rewards": [{"name": r.name, "weight": r.weight} for r in rewards], "_row_hashes": row_hashes}
+    return args, build, {"rewards": [{"name": r.name, "weight": r.weight} for r in rewards], "_row_hashes": row_hashes,
+                         "images_shrunk": shrinker.shrunk}
 
 
 def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
@@ -320,6 +349,10 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
                         dynamic_sampling=config.dynamic_sampling, rewards=config.rewards, policy_hash=policy_hash,
                         allow_policy_mismatch=config.allow_policy_mismatch)
     row_hashes = offline_hashes(config.rollouts, data.rows)  # before any image is shrunk
+    budget, shrinker = _limits(config)  # before any weights load
+    for row in data.rows:
+        row["images"] = shrinker.images(row["images"])
+    budget.check(config.rollouts, data.rows, row_positions(config.rollouts))
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from peft import get_peft_model
     from transformers import TrainingArguments
@@ -357,12 +390,13 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
              "rollouts": {"groups": data.groups, "completions": len(data.rows), "zero_std_groups": data.zero_std_groups,
                           "dropped_groups": data.dropped_groups, "temperature": data.temperature,
                           "max_new_tokens": data.max_new_tokens, "policy_hashes": data.policy_hashes},
-             "_row_hashes": row_hashes}
+             "images_shrunk": shrinker.shrunk, "_row_hashes": row_hashes}
     return args, build, extra
 
 
 def run(config: Config) -> Result:
-    check_output(config.out, config.overwrite)  # before the heavy imports: a refusal comes at once
+    # Before the heavy imports: a refusal comes at once.
+    check_output(config.out, config.overwrite, inputs=[config.dataset, config.rollouts, config.model])
     from rftcli.training import (
         attach_progress,
         discard,
@@ -396,6 +430,7 @@ def run(config: Config) -> Result:
 
     with keep_if_resumable(work):
         loaded = _load(config, args)
+        apply_image_budget(loaded.processor, config.max_pixels, config.min_pixels)
         # The new adapter's random init must not depend on what ran before in this process.
         set_seed(config.seed)
         trainer = build(loaded)
@@ -412,4 +447,4 @@ def run(config: Config) -> Result:
                   reward_first=rewards_logged[0] if rewards_logged else None,
                   reward_last=rewards_logged[-1] if rewards_logged else None, mode="offline" if offline else "online",
                   resumed_from=resumed_from, groups=rollouts.get("groups"),
-                  dropped_groups=rollouts.get("dropped_groups", 0))
+                  dropped_groups=rollouts.get("dropped_groups", 0), images_shrunk=extra.get("images_shrunk", 0))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import struct
 import tempfile
 import zlib
@@ -602,3 +603,108 @@ def test_text_columns_with_a_vocabulary_or_a_format_are_checked(stage, column, v
     values = table.column(column).to_pylist()
     values[2] = value
     refused(args, tiny_model_dir, _writer(_set(table, column, values)), f"row 2, column {column!r}: {message}")
+
+
+# ---------------------------------------------------------------- limits: prompts and images over budget
+
+# Every stage but score tokenizes prompts (score carries them unread).
+TOKENIZING_STAGE_IDS = [s for s in STAGE_IDS if s != "score"]
+
+
+def _one_prompt_used(table: pa.Table, row: int, changes: dict[str, object]) -> tuple[pa.Table, int]:
+    """`table` with `changes` made in every row of `row`'s prompt (a rollouts or scores table repeats a prompt in
+    each sample of its group); those samples also count as finished, so sft-coldstart trains on them. Returns the
+    table and the first row of that prompt, the one an error names."""
+    ids = table.column("id").to_pylist()
+    rows = [i for i, x in enumerate(ids) if x == ids[row]]
+    if "finish_reason" in table.column_names:
+        changes = {"finish_reason": "stop", **changes}
+    for column, value in changes.items():
+        values = table.column(column).to_pylist()
+        for i in rows:
+            values[i] = value
+        table = _set(table, column, values)
+    return table, rows[0]
+
+
+@pytest.mark.parametrize("stage", TOKENIZING_STAGE_IDS)
+@settings(EXAMPLES, max_examples=2)
+@given(data=st.data())
+def test_a_prompt_over_the_budget_is_refused_by_row(stage, data, tables, tiny_model_dir):
+    """A 5 MB prompt (a pasted document) is refused from its length in characters, never tokenized; a prompt
+    over --max-prompt-length from its token count. The test prompts are under 60 tokens with their image."""
+    kind, args = STAGES[stage]
+    row = data.draw(st.integers(0, tables[kind].num_rows - 1), label="row")
+    size = data.draw(st.sampled_from(["5 MB", "2000 tokens"]), label="prompt")
+    prompt = ("lorem ipsum dolor " * 300_000)[:5_000_000] if size == "5 MB" else "word " * 2000
+    table, first = _one_prompt_used(tables[kind], row, {"prompt": prompt})
+    flags = [] if size == "5 MB" else ["--max-prompt-length", "300"]
+    line = refused(lambda i, m, o: args(i, m, o) + flags, tiny_model_dir, _writer(table),
+                   f"row {first}, column 'prompt'", "prompt budget")
+    assert ("5,000,000 characters" if size == "5 MB" else "of 300 tokens") in line
+
+
+@pytest.mark.parametrize("stage", IMAGE_STAGE_IDS)
+def test_an_image_over_the_pixel_budget_is_shrunk_and_counted(stage, tables, tiny_model_dir, tmp_path):
+    """A table written by hand or by another tool skips prepare-data's --max-pixels: the stage shrinks its images
+    over the budget itself and says how many."""
+    kind, args = STAGES[stage]
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 200, 10)).save(buf, format="PNG")
+    table, _ = _one_prompt_used(tables[kind], 1, {"images": [{"bytes": buf.getvalue(), "path": None}]})
+    src = tmp_path / "big.parquet"
+    pq.write_table(table, src)
+    result = runner.invoke(app, args(str(src), str(tiny_model_dir), str(tmp_path / "out")) + ["--max-pixels", "4000"])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert re.search(r"images shrunk[^0-9\n]*(\d+)", result.output).group(1) == "1", result.output
+
+
+# ---------------------------------------------------------------- prepare-data: links that loop, deep nesting
+
+@EXAMPLES
+@given(shape=st.sampled_from(["itself", "two links", "three links"]), row=st.integers(1, 3))
+def test_prepare_data_image_link_that_loops_is_named(shape, row, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loop")
+    (folder / "images").mkdir()
+    (folder / "images" / "ok.png").write_bytes(_png(1))
+    names = {"itself": ["a"], "two links": ["a", "b"], "three links": ["a", "b", "c"]}[shape]
+    for name, target in zip(names, names[1:] + names[:1], strict=True):
+        (folder / "images" / name).symlink_to(target)
+    lines = [{**GOOD_ROW, "image": "images/ok.png"}] * (row - 1) + [{**GOOD_ROW, "image": "images/a"}]
+    src = folder / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    before = sorted(str(p) for p in folder.rglob("*"))
+    result = runner.invoke(app, ["prepare-data", "--input", str(src), "--out", str(folder / "out.parquet")])
+    out = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(out) == 1 and "Traceback" not in result.output, result.output
+    for fragment in (f"{src}: line {row}", "column 'images'", "a symbolic link that loops back on itself"):
+        assert fragment in out[0], out[0]
+    assert sorted(str(p) for p in folder.rglob("*")) == before
+
+
+@EXAMPLES
+@given(depth=st.integers(1_000, 100_000), opener=st.sampled_from(["[", '{"a": ']),
+       fmt=st.sampled_from(["jsonl", "json", "csv"]))
+def test_prepare_data_json_nested_past_the_recursion_limit_is_named(depth, opener, fmt, tmp_path_factory):
+    """[[[[... 100,000 deep made Python's JSON decoder raise RecursionError: an internal error, exit 1."""
+    folder = tmp_path_factory.mktemp("deep")
+    closer = "]" if opener == "[" else "}"
+    deep = opener * depth + "1" + closer * depth
+    good = json.dumps(GOOD_ROW)
+    if fmt == "jsonl":
+        content, expected = f'{good}\n{{"prompt": "x", "answer": "1", "metadata": {deep}}}\n', "line 2"
+    elif fmt == "json":
+        content, expected = f'[{good}, {{"prompt": "x", "answer": "1", "metadata": {deep}}}]', "nested too deeply"
+    else:
+        content, expected = f'prompt,answer,metadata\nx,1,"{deep.replace(chr(34), chr(34) * 2)}"\n', "line 2"
+    line = prepare_refused(folder, f"in.{fmt}", content.encode(), expected)
+    assert "nested" in line
+
+
+def test_completion_ids_and_logprobs_of_different_lengths_are_refused_offline(tables, tiny_model_dir):
+    """score carries both columns unread; the offline trainer pairs them token by token, so it refuses the row."""
+    table = tables["scores"]
+    logprobs = table.column("logprobs").to_pylist()
+    logprobs[4] = logprobs[4][:-1]
+    _offline_refused(_set(table, "logprobs", logprobs), tiny_model_dir, "row 4, column 'logprobs'",
+                     "completion_ids and logprobs must be")
