@@ -2,9 +2,12 @@
 
     OMP_NUM_THREADS=1 python bench/score_throughput.py            # 100k rows, as quoted in CHANGELOG/issue 4
     python bench/score_throughput.py --rows 20000 --no-end-to-end # quicker
+    python bench/score_throughput.py --repeats 5                  # median and min-max of the direct calls
 
 Prints rows/s and the ratio to the targets of issue 4 (format >= 50k rows/s, accuracy >= 2k rows/s):
-  - format and accuracy called directly on the whole list, in this process (one core);
+  - format and accuracy called directly on the whole list, in this process (one core); with `--repeats N`
+    each N times, reported as the median and min-max, beside `accuracy_lenient` (the old default's
+    extraction) measured in the same repeats as the baseline;
   - accuracy through score's worker pool (`--workers`, default 2) with the row isolation on;
   - the `score` stage end to end on a Parquet file (read, score, diagnostics, write), 1 and N workers;
   - accuracy on LaTeX rows alone, every row distinct (no cache hits): formulas the quick numeric check
@@ -125,6 +128,33 @@ def report(name: str, rows_per_s: float, seconds: float, target: float | None, p
     ratio = f"  {rows_per_s / target:5.2f}x target {target:,.0f}" if target else ""
     cpu = f"  [{per_cpu_s:,.0f} rows/CPU-s{f', {per_cpu_s / target:.2f}x' if target else ''}]" if per_cpu_s else ""
     print(f"{name:<58} {rows_per_s:>9,.0f} rows/s ({seconds:6.2f} s){ratio}{cpu}", flush=True)
+
+
+def bench_repeated(rows: list[dict], repeats: int) -> None:
+    """format, accuracy and accuracy_lenient, interleaved `repeats` times: median rows/s (min-max) and the
+    ratio of accuracy to accuracy_lenient within each repeat."""
+    from statistics import median
+
+    from rftcli.rewards.accuracy import accuracy, accuracy_lenient
+    from rftcli.rewards.format import format_strict
+
+    completions = [r["completion"] for r in rows]
+    cols = {k: [r[k] for r in rows] for k in ("answer", "answer_type", "choices")}
+    n = len(rows)
+    runs = {"format": [], "accuracy": [], "accuracy_lenient": []}
+    for _ in range(repeats):
+        runs["format"].append(rate(lambda: format_strict(completions), n)[0])
+        for name, fn in (("accuracy", accuracy), ("accuracy_lenient", accuracy_lenient)):
+            _clear_caches()
+            runs[name].append(rate(lambda f=fn: f(completions, **cols), n)[0])
+    for name, values in runs.items():
+        target = TARGETS.get(name)
+        ratio = f"  {median(values) / target:5.2f}x target {target:,.0f}" if target else ""
+        print(f"{name + f', direct, {n:,} rows, {repeats} repeats':<58} median {median(values):>9,.0f} rows/s "
+              f"(min {min(values):,.0f}, max {max(values):,.0f}){ratio}", flush=True)
+    ratios = [a / b for a, b in zip(runs["accuracy"], runs["accuracy_lenient"], strict=True)]
+    print(f"  accuracy / accuracy_lenient within each repeat: median {median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})", flush=True)
 
 
 def bench_direct(rows: list[dict]) -> None:
@@ -250,13 +280,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--math-rows", type=int, default=500)
     parser.add_argument("--no-end-to-end", action="store_true", help="Skip the score stage on a Parquet file.")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Repeat the direct calls N times and report the median and min-max (N > 1).")
     args = parser.parse_args()
     print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"Python {platform.python_version()}")
     rows = synthetic_rows(args.rows)
-    bench_direct(rows)
+    if args.repeats > 1:
+        bench_repeated(rows, args.repeats)
+    else:
+        bench_direct(rows)
     bench_pool(rows, args.workers)
     bench_math_uncached(args.math_rows)
     if not args.no_end_to_end:

@@ -33,8 +33,6 @@ from rftcli.rewards.text import completion_text
 MIN_THINK_WORDS = 3
 """Words (runs of letters or digits) a think block needs under the strict format rule."""
 
-# With each tag present exactly once, `\s*\S.*?` before a closing tag can only mean non-empty content.
-_STRICT = re.compile(r"<think>(.*?)</think>\s*<answer>\s*\S.*?</answer>", re.DOTALL)
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _WORD = r"(?:[\W_]*[^\W_]+(?![^\W_]))"  # a run of letters or digits, and what separates it from the last
 
@@ -67,8 +65,12 @@ def is_strict_format(text: str, min_think_words: int = MIN_THINK_WORDS) -> bool:
         return False
     if not all(text.count(tag) == 1 for tag in _TAGS):
         return False
-    m = _STRICT.fullmatch(text)
-    return m is not None and bool(m.group(1).strip()) and think_words_at_least(m.group(1), min_think_words)
+    # Each tag once, the text starting and ending with the outer ones: plain index arithmetic, no regex.
+    close, open_ = text.index("</think>"), text.index("<answer>")
+    if open_ < close or text[close + 8:open_].strip():
+        return False
+    think = text[7:close]
+    return bool(think.strip()) and bool(text[open_ + 8:-9].strip()) and think_words_at_least(think, min_think_words)
 
 
 def is_lenient_format(text: str) -> bool:
