@@ -243,7 +243,7 @@ def test_eval_two_models_side_by_side(tmp_path, dataset, sft_adapter):
                                                      "results.parquet", "summary.json"]
     art = read_table(out / "results.parquet", "eval")
     assert art.table.num_rows == 10
-    assert art.reward_names == ["accuracy", "format"]
+    assert art.reward_names == ["accuracy", "format", "accuracy_lenient"]  # strict and lenient side by side
     assert set(art.table.column("model").to_pylist()) == {"base", "sft"}
     summary = json.loads((out / "summary.json").read_text())
     for label in ("base", "sft"):
