@@ -38,8 +38,8 @@ from typing import Any
 
 from rftcli.instructions import GROUNDING_REQUEST, INSTRUCTION
 from rftcli.rewards.accuracy import accuracy
-from rftcli.rewards.numeric import parse_number
-from rftcli.rewards.text import completion_text, extract_answer
+from rftcli.rewards.numeric import parse_number, read_number
+from rftcli.rewards.text import completion_text, find_answer
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ def precision_accuracy(completions: Sequence[Any], answer: Sequence[Any], answer
         digits = _precision(meta)
         if kind != "number" or digits is None or out[i] is None:
             continue
-        pred = extract_answer(completion_text(c))
-        p, g = parse_number(pred) if pred else None, parse_number(str(gold))
+        pred = find_answer(completion_text(c))  # the answer slot, as `accuracy` reads it
+        p, g = read_number(pred) if pred else None, parse_number(str(gold))
         if p is not None and g is not None:
             out[i] = 1.0 if round(p.value, digits) == round(g.value, digits) else 0.0
     return out
