@@ -149,13 +149,19 @@ def _math_equal_cached(pred: str, gold: str, timeout_s: float) -> bool:
     # A comparison that ran out of time is cached as False too, so a group repeating an adversarial
     # answer pays the limit once. One cut short by an outer limit (the row's) raises through here.
     if _limits_available():
-        import math_verify  # noqa: F401  (imported before the deadline: importing is not comparing)
-
+        _warm_up()
         verdict = False
         with time_limit(timeout_s) as limit:
             verdict = verify_untimed(pred, gold)
         return verdict and not limit.expired
     return _WORKER.ask(pred, gold, timeout_s)
+
+
+@functools.cache
+def _warm_up() -> None:
+    """Import math_verify and load its grammar once, outside any deadline: starting up is not comparing
+    (the helper process does the same before it says it is ready)."""
+    _parse("1")
 
 
 class _Worker:
