@@ -166,8 +166,9 @@ def _number_forms(gold: str) -> list[Form]:
              Form("in a word", _slot(f"item{gold}"), False),
              Form("in a file name", f"{_THINK}See CLEVR_val_{gold}.png and img_{gold}.jpg", False)]
     if bare:
-        forms += [Form("with unit", _slot(f"{gold} cm" if not pct else gold), True),
-                  Form("sentence, two numbers", _slot(f"There are {gold} cubes and {neighbour} spheres."), False)]
+        forms.append(Form("sentence, two numbers", _slot(f"There are {gold} cubes and {neighbour} spheres."), False))
+        if not pct:
+            forms.append(Form("with unit", _slot(f"{gold} cm"), True))
     if whole:
         forms.append(Form("sentence", _slot(f"There are {gold} objects."), True))
         if number.value <= 20:
