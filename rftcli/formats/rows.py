@@ -275,7 +275,7 @@ def draft(row: dict[str, Any], where: Where, *, prompt: Any, answer: Any, images
     """A draft row as adapters return it; prompt and answer are checked here for every layout."""
     out = {
         "id": str(row["id"]) if not is_empty(row.get("id")) else None,
-        "task": str(row.get("task") or task),
+        "task": str(row["task"]) if not is_empty(row.get("task")) else task,
         "system": row.get("system") or None,
         "prompt": prompt_text(prompt, where),
         "answer": required_text(answer, where, "answer"),

@@ -116,6 +116,10 @@ def test_prepare_data_refuses_a_blank_prompt_as_the_stages_do(tmp_path):
     src = _raw(tmp_path, [{"prompt": "Fine?", "answer": "1"}, {"prompt": "   ", "answer": "2"}])
     line = _one_error_line(_prepare(src, tmp_path / "data.parquet"))
     assert f"{src}: row 1" in line and "column 'prompt'" in line, line
+    # A blank task is no task: the layout's default, so the table it writes passes the stages' checks.
+    src = _raw(tmp_path, [{"prompt": "Fine?", "answer": "1", "task": "  "}])
+    assert _prepare(src, tmp_path / "data.parquet").exit_code == 0
+    assert pq.read_table(tmp_path / "data.parquet").column("task").to_pylist() == ["custom"]
 
 
 # ---------------------------------------------------------------- 4. train-grpo checks before any model
