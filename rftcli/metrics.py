@@ -9,7 +9,8 @@ Code", eq. 1): with n samples of which c are correct, 1 - C(n-c, k) / C(n, k), a
 It is computed with exact integer binomials rather than the paper's running product, which is exact
 for the sample counts an eval uses.
 
-maj@k votes among the k samples of a prompt on the *normalised extracted answer* (numbers by value,
+maj@k votes among the k samples of a prompt on the *normalised answer in the answer slot* (the strict
+extraction of rftcli.rewards.text; numbers by value,
 choices by option letter, text by `normalize_text`, boxes by their rounded corners), samples without
 an answer not voting; the prompt counts as correct when the first sample holding the winning answer is
 correct. Ties go to the answer that appeared first. Boxes seldom agree exactly, so for grounding maj@k
@@ -38,7 +39,7 @@ from typing import Any
 
 from rftcli.rewards.accuracy import choice_letter, infer_answer_type, normalize_text
 from rftcli.rewards.numeric import parse_number
-from rftcli.rewards.text import extract_answer
+from rftcli.rewards.text import STRICT, find_answer
 
 Row = Mapping[str, Any]
 _BOX_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")  # as the accuracy reward reads a box
@@ -104,8 +105,9 @@ def majority_index(keys: Sequence[Hashable]) -> int | None:
 
 def vote(samples: Sequence[Row]) -> tuple[bool, str | None]:
     """maj@k of one prompt's samples (ordered by sample_index): (correct, the winning answer)."""
-    preds = [extract_answer(s["completion"]) for s in samples]
     first = samples[0]
+    # The answer slot only, as `correct` is decided: a number elsewhere in the text casts no vote.
+    preds = [find_answer(s["completion"], STRICT, first["answer_type"]) for s in samples]
     keys = [answer_key(p, first["answer"], first["answer_type"], first["choices"]) for p in preds]
     i = majority_index(keys)
     return (False, None) if i is None else (bool(samples[i]["correct"]), preds[i])

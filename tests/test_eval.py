@@ -189,6 +189,14 @@ def test_flips_with_samples_use_the_majority_answer():
     assert metrics.flips(before, after)["wrong_to_right"] == ["p"]
 
 
+def test_majority_vote_counts_only_answers_in_the_answer_slot():
+    # Two samples mention 4 outside the slot (a file name, the think text); one answers 3 in the slot.
+    # Lenient extraction would elect 4; the vote reads the slot as `correct` does, so 3 wins alone.
+    texts = ["<think>img_4 has 4</think> it is 4", "I count 4", "<answer>3</answer>"]
+    outcome = metrics.prompt_outcomes([_row("p", j, t, j == 2) for j, t in enumerate(texts)])
+    assert outcome["p"] == (True, "3")
+
+
 # ---------------------------------------------------------------- report
 
 def _summary_for_report() -> tuple[dict, dict]:
