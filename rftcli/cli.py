@@ -24,6 +24,7 @@ from rich.table import Table
 from rftcli import __version__
 from rftcli.config import build_config
 from rftcli.limits import DEFAULT_MAX_PROMPT_LENGTH
+from rftcli.options import training, with_options
 
 app = typer.Typer(help="Reinforcement fine-tuning of vision-language models, one stage per command.\n\n"
                        "Stages read and write files: dataset -> sft-coldstart -> rollout -> score -> train-grpo "
@@ -238,6 +239,7 @@ SF = _defaults("sft_coldstart")
 
 
 @app.command("sft-coldstart")
+@with_options(training(SF))
 def sft_coldstart(
     ctx: typer.Context,
     dataset: Annotated[Path | None, typer.Option(
@@ -245,27 +247,12 @@ def sft_coldstart(
     model: ModelOpt = None,
     out: OutOpt = None,
     split: SplitOpt = SF.split,
-    full: Annotated[bool, typer.Option(help="Train all weights instead of a LoRA adapter.")] = SF.full,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = SF.lora_r,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = SF.lora_alpha,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = SF.lora_dropout,
-    lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower and projector.")] = SF.lora_vision,
-    target_modules: Annotated[str | None, typer.Option(
-        help="Adapt only these linear layers, comma-separated (e.g. q_proj,v_proj); default: all of the "
-             "language model's.")] = None,
-    load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base, double quantization.")] = SF.load_in_4bit,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = SF.learning_rate,
-    lr_scheduler: Annotated[str, typer.Option(help="Learning-rate schedule.")] = SF.lr_scheduler,
-    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = SF.warmup_ratio,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = SF.epochs,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps (-1: use --epochs).")] = SF.max_steps,
     batch_size: Annotated[int, typer.Option(help="Sequences per device per step.")] = SF.batch_size,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = SF.grad_accum,
     max_length: Annotated[int | None, typer.Option(help="Truncate sequences to N tokens.")] = None,
     max_prompt_length: MaxPromptLengthOpt = DEFAULT_MAX_PROMPT_LENGTH,
     max_pixels: MaxPixelsOpt = None,
     min_pixels: MinPixelsOpt = None,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     packing: Annotated[bool, typer.Option(
         help="Not supported: TRL does not pack vision-language data; refused.")] = False,
     min_reward: Annotated[float | None, typer.Option(
@@ -274,11 +261,6 @@ def sft_coldstart(
     eval_split: Annotated[str | None, typer.Option(help="Split to report eval_loss on, e.g. val.")] = None,
     eval_dataset: Annotated[Path | None, typer.Option(help="Table of --eval-split (default: --dataset).")] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Also evaluate every N steps.")] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
-    save_total_limit: Annotated[int | None, typer.Option(help="Checkpoints kept in OUT.work/.")] = SF.save_total_limit,
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT.work/ (same settings).")] = False,
-    logging_steps: Annotated[int, typer.Option(help="Log every N steps.")] = SF.logging_steps,
-    report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb.")] = SF.report_to,
     limit: LimitOpt = None,
     dtype: DtypeOpt = SF.dtype,
     trust_remote_code: RemoteCodeOpt = False,
@@ -286,6 +268,7 @@ def sft_coldstart(
     seed: SeedOpt = SF.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
+    **options: Any,
 ) -> None:
     """Supervised cold start (TRL SFTTrainer, loss on the assistant turn) -> adapter or full model folder.
 
@@ -297,7 +280,7 @@ def sft_coldstart(
     """
     from rftcli.stages import sft_coldstart as stage
 
-    cfg = make_config(ctx, stage.Config, config, locals().copy())
+    cfg = make_config(ctx, stage.Config, config, {**locals(), **options})
     with errors_as_messages():
         result = stage.run(cfg)
     rows = [("rows", f"{result.rows} of {result.rows_read}" if result.rows != result.rows_read else result.rows),
@@ -454,6 +437,7 @@ TG = _defaults("train_grpo")
 
 
 @app.command("train-grpo")
+@with_options(training(TG))
 def train_grpo(
     ctx: typer.Context,
     dataset: DatasetOpt = None,
@@ -488,27 +472,8 @@ def train_grpo(
         help="Offline: accept rollouts sampled from another checkpoint than --model.")] = False,
     use_vllm: Annotated[bool, typer.Option(help="Online: generate with vLLM (CUDA; not with --load-in-4bit).")] = False,
     vllm_mode: Annotated[str, typer.Option(help="colocate or server (a running `trl vllm-serve`).")] = TG.vllm_mode,
-    full: Annotated[bool, typer.Option(help="Train all weights instead of LoRA.")] = TG.full,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = TG.lora_r,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = TG.lora_alpha,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = TG.lora_dropout,
-    lora_vision: Annotated[bool, typer.Option(help="Also adapt the vision tower.")] = TG.lora_vision,
-    target_modules: Annotated[str | None, typer.Option(
-        help="Adapt only these linear layers, comma-separated (e.g. q_proj,v_proj).")] = None,
-    load_in_4bit: Annotated[bool, typer.Option(help="QLoRA: 4-bit NF4 base.")] = TG.load_in_4bit,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = TG.learning_rate,
-    lr_scheduler: Annotated[str, typer.Option(help="Learning-rate schedule.")] = TG.lr_scheduler,
-    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = TG.warmup_ratio,
     epochs: Annotated[float, typer.Option(help="Passes over the prompts.")] = TG.epochs,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps (-1: use --epochs).")] = TG.max_steps,
     batch_size: Annotated[int, typer.Option(help="Completions per device per step.")] = TG.batch_size,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = TG.grad_accum,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps into OUT.work/.")] = None,
-    save_total_limit: Annotated[int | None, typer.Option(help="Checkpoints kept in OUT.work/.")] = TG.save_total_limit,
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUT.work/ (same settings).")] = False,
-    logging_steps: Annotated[int, typer.Option(help="Log every N steps.")] = TG.logging_steps,
-    report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb.")] = TG.report_to,
     limit: LimitOpt = None,
     dtype: DtypeOpt = TG.dtype,
     trust_remote_code: RemoteCodeOpt = False,
@@ -516,6 +481,7 @@ def train_grpo(
     seed: SeedOpt = TG.seed,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
+    **options: Any,
 ) -> None:
     """GRPO -> adapter or full model folder: online (TRL GRPOTrainer samples, rftcli's rewards score) or
     offline from a scores table (--rollouts).
@@ -528,7 +494,7 @@ def train_grpo(
     """
     from rftcli.stages import train_grpo as stage
 
-    cfg = make_config(ctx, stage.Config, config, locals().copy())
+    cfg = make_config(ctx, stage.Config, config, {**locals(), **options})
     with errors_as_messages():
         result = stage.run(cfg)
     rows = [("mode", result.mode), ("steps", result.steps), ("train loss", result.train_loss),
