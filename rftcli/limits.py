@@ -85,6 +85,9 @@ def apply_image_budget(processor: Any, max_pixels: int | None, min_pixels: int |
     if own_max is None:
         return limit
     low = min_pixels if min_pixels is not None else min(own_min or 0, limit) or None
+    if low is not None and low > limit:
+        raise ValueError(f"--min-pixels {low} is above the pixel budget of {limit} (--max-pixels); lower it or raise "
+                         "--max-pixels")
     if size is not None and isinstance(size, Mapping):
         new = {**size, "longest_edge": limit}
         if low is not None:

@@ -104,8 +104,9 @@ def image_bytes(ref: Any, base: Path, where: Where, allow_outside: bool = False)
     try:
         if path.is_file():
             return path.read_bytes(), ref
-        if path.is_symlink():
-            os.stat(path)  # a link that loops (is_file() says False): ELOOP, reported below
+        os.stat(path)  # a link on the way that loops (is_file() says False): ELOOP, reported below
+    except FileNotFoundError:
+        pass
     except OSError as err:
         reason = "a symbolic link that loops back on itself" if err.errno == errno.ELOOP else err.strerror or err
         raise BadRow(where, f"cannot read image file {path} ({reason})", column="images") from None

@@ -661,16 +661,18 @@ def test_an_image_over_the_pixel_budget_is_shrunk_and_counted(stage, tables, tin
 
 # ---------------------------------------------------------------- prepare-data: links that loop, deep nesting
 
-@EXAMPLES
-@given(shape=st.sampled_from(["itself", "two links", "three links"]), row=st.integers(1, 3))
+@settings(EXAMPLES, max_examples=4)
+@given(shape=st.sampled_from(["itself", "two links", "three links", "a folder on the way"]), row=st.integers(1, 3))
 def test_prepare_data_image_link_that_loops_is_named(shape, row, tmp_path_factory):
+    """Path.resolve() raised RuntimeError on such a link: an internal error, exit 1."""
     folder = tmp_path_factory.mktemp("loop")
     (folder / "images").mkdir()
     (folder / "images" / "ok.png").write_bytes(_png(1))
-    names = {"itself": ["a"], "two links": ["a", "b"], "three links": ["a", "b", "c"]}[shape]
+    names = {"itself": ["a"], "two links": ["a", "b"], "three links": ["a", "b", "c"], "a folder on the way": ["a"]}[shape]
     for name, target in zip(names, names[1:] + names[:1], strict=True):
         (folder / "images" / name).symlink_to(target)
-    lines = [{**GOOD_ROW, "image": "images/ok.png"}] * (row - 1) + [{**GOOD_ROW, "image": "images/a"}]
+    bad = "images/a/ok.png" if shape == "a folder on the way" else "images/a"
+    lines = [{**GOOD_ROW, "image": "images/ok.png"}] * (row - 1) + [{**GOOD_ROW, "image": bad}]
     src = folder / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in lines))
     before = sorted(str(p) for p in folder.rglob("*"))
@@ -693,12 +695,13 @@ def test_prepare_data_json_nested_past_the_recursion_limit_is_named(depth, opene
     good = json.dumps(GOOD_ROW)
     if fmt == "jsonl":
         content, expected = f'{good}\n{{"prompt": "x", "answer": "1", "metadata": {deep}}}\n', "line 2"
-    elif fmt == "json":
-        content, expected = f'[{good}, {{"prompt": "x", "answer": "1", "metadata": {deep}}}]', "nested too deeply"
+    elif fmt == "json":  # the file cannot be read past its second item; near the limit, the item itself is named
+        content, expected = f'[{good}, {{"prompt": "x", "answer": "1", "metadata": {deep}}}]', "line 1"
     else:
         content, expected = f'prompt,answer,metadata\nx,1,"{deep.replace(chr(34), chr(34) * 2)}"\n', "line 2"
     line = prepare_refused(folder, f"in.{fmt}", content.encode(), expected)
-    assert "nested" in line
+    # Past the limit the parser gives up; near it a value parses and is refused as metadata cannot hold it.
+    assert any(w in line for w in ("nested too deeply", "nested more than 100 levels", "not a JSON object")), line
 
 
 def test_completion_ids_and_logprobs_of_different_lengths_are_refused_offline(tables, tiny_model_dir):

@@ -207,6 +207,8 @@ def test_the_processor_takes_the_pixel_limits_from_the_settings(tiny_model_dir):
     big.image_processor.size = {"longest_edge": 12_845_056, "shortest_edge": 3136}  # Qwen2.5-VL's published limit
     assert apply_image_budget(big, None, None) == DEFAULT_MAX_PIXELS
     assert big.image_processor.size["longest_edge"] == DEFAULT_MAX_PIXELS
+    with pytest.raises(ValueError, match="--min-pixels 2000000 is above the pixel budget of 12544"):
+        apply_image_budget(load_processor(str(tiny_model_dir)), None, 2_000_000)
 
 
 def test_images_over_the_budget_are_shrunk_and_counted_once_each():
