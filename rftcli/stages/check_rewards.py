@@ -324,7 +324,7 @@ def run(config: Config) -> Result:
     from rftcli.schema import read_table
     from rftcli.stages.rollout import select_split
 
-    check_output(config.out, config.overwrite)
+    check_output(config.out, config.overwrite, inputs=[config.dataset])
     rewards = load_rewards(config.rewards)
     refused = [r.name for r in rewards if r.name in NOT_ANSWER_REWARDS]
     if refused:

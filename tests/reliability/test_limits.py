@@ -83,6 +83,7 @@ ONTO_INPUT = {
                            "rollouts"),
     "eval": (lambda w, o: ["eval", "-d", w["dataset"], "-m", w["model"], "--out", o], "dataset"),
     "merge": (lambda w, o: ["merge", "--adapter", w["adapter"], "--out", o], "adapter"),
+    "check-rewards": (lambda w, o: ["check-rewards", "-d", w["dataset"], "-r", "accuracy", "--out", o], "dataset"),
 }
 
 
