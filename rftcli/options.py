@@ -57,4 +57,9 @@ def training(d: Any) -> Group:
          False),
         ("logging_steps", Annotated[int, typer.Option(help="Log every N steps.")], d.logging_steps),
         ("report_to", Annotated[str, typer.Option(help="none, tensorboard or wandb.")], d.report_to),
+        ("gpu_memory", Annotated[float | None, typer.Option(
+            help="Device memory in GiB to plan against before loading weights (default: the GPU's).")], None),
+        ("preflight", Annotated[bool, typer.Option(
+            "--preflight/--no-preflight", help="Stop before loading weights when the plan says the run cannot fit.")],
+         True),
     ]

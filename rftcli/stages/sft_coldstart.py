@@ -58,6 +58,7 @@ from rftcli.limits import (
     row_positions,
 )
 from rftcli.manifest import make_manifest
+from rftcli.plan import longest_row, preflight, worst_first
 from rftcli.schema import dataset_columns, read_table
 from rftcli.stages.rollout import select_split
 
@@ -154,6 +155,10 @@ class Config:
     """Seed for data order and initialisation."""
     overwrite: bool = False
     """Replace an existing output (and an interrupted run's checkpoints)."""
+    gpu_memory: float | None = None
+    """Device memory in GiB the preflight plans against (None: CUDA's total; no check on CPU)."""
+    preflight: bool = True
+    """Before loading weights, stop with one line when the plan (rftcli.plan) says the run cannot fit."""
 
     def __post_init__(self):
         if self.packing:
@@ -311,7 +316,10 @@ def run(config: Config) -> Result:
                           allow_pickle=config.allow_pickle)
     shrinker = ImageShrinker(budget.max_pixels)
     table = shrinker.table(table)
-    budget.check(config.dataset, table.to_pylist(), row_positions(config.dataset))
+    rows = table.to_pylist()
+    budget.check(config.dataset, rows, row_positions(config.dataset))
+    preflight(config, rows)  # a run that cannot fit the device stops here, before any weights load
+    longest = longest_row(rows, config.model)  # the first step runs it: an out-of-memory comes at once
     train = trl_dataset(table, with_completion=True)
     eval_data = None
     if config.eval_split:
@@ -346,7 +354,7 @@ def run(config: Config) -> Result:
                             merge_adapter=True, device=str(args.device) if config.load_in_4bit else None)
         manifest["quantization"] = _quantization(loaded.model)
         apply_image_budget(loaded.processor, config.max_pixels, config.min_pixels)
-        trainer = sft_trainer(config, loaded, train, eval_data, work.path, args)
+        trainer = worst_first(sft_trainer(config, loaded, train, eval_data, work.path, args), longest)
         attach_progress(trainer, "sft")
         training_loss = run_training(trainer, work.resume_from)
         eval_loss = None

@@ -43,6 +43,7 @@ from rftcli.limits import (
 )
 from rftcli.loading import build_builtins
 from rftcli.manifest import make_manifest
+from rftcli.plan import longest_row, preflight, worst_first
 from rftcli.stages.rollout import used_rows
 
 if TYPE_CHECKING:
@@ -160,6 +161,10 @@ class Config:
     """Seed for sampling, data order and initialisation."""
     overwrite: bool = False
     """Replace an existing output (and an interrupted run's checkpoints)."""
+    gpu_memory: float | None = None
+    """Device memory in GiB the preflight plans against (None: CUDA's total; no check on CPU)."""
+    preflight: bool = True
+    """Before loading weights, stop with one line when the plan (rftcli.plan) says the run cannot fit."""
 
     def __post_init__(self):
         if (self.dataset is None) == (self.rollouts is None):
@@ -309,7 +314,10 @@ def _online_trainer(config: Config, work_path: Path):
     row_hashes = table_hashes(table)  # the rows as stored, before any image is shrunk
     budget, shrinker = _limits(config)  # before any weights load
     table = shrinker.table(table)
-    budget.check(config.dataset, table.to_pylist(), row_positions(config.dataset))
+    rows = table.to_pylist()
+    budget.check(config.dataset, rows, row_positions(config.dataset))
+    preflight(config, rows)  # a run that cannot fit the device stops here, before any weights load
+    longest = longest_row(rows, config.model)  # the first step runs it: an out-of-memory comes at once
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from trl import GRPOConfig, GRPOTrainer
 
@@ -331,8 +339,9 @@ def _online_trainer(config: Config, work_path: Path):
 
     def build(loaded):
         funcs = isolated_rewards(rewards)
-        return Trainer(model=loaded.model, reward_funcs=funcs, args=args, train_dataset=trl_dataset(table, False),
-                       processing_class=loaded.processor, peft_config=_lora(config, loaded.model))
+        return worst_first(Trainer(model=loaded.model, reward_funcs=funcs, args=args,
+                                   train_dataset=trl_dataset(table, False), processing_class=loaded.processor,
+                                   peft_config=_lora(config, loaded.model)), longest)
 
     return args, build, {"rewards": [{"name": r.name, "weight": r.weight} for r in rewards], "_row_hashes": row_hashes,
                          "images_shrunk": shrinker.shrunk}
@@ -353,6 +362,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
     for row in data.rows:
         row["images"] = shrinker.images(row["images"])
     budget.check(config.rollouts, data.rows, row_positions(config.rollouts))
+    preflight(config, data.rows)  # a run that cannot fit the device stops here, before any weights load
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from peft import get_peft_model
     from transformers import TrainingArguments

@@ -1,0 +1,599 @@
+"""Predicted peak accelerator memory of a run, by part, from a model's config.json and the run's settings: no
+weights are read, nothing is allocated.
+
+Reads: the model's `config.json` (a local folder, a config file, a hub snapshot already in the local cache, or a
+built-in model; an adapter: its base's), the stage's settings, and optionally the dataset table, of which only
+the worst-case sample matters: the most image tokens after the processor's resize rule (Qwen2-VL's
+`smart_resize`: sides rounded to patch x merge, shrunk under max_pixels, enlarged over min_pixels) and the
+longest prompt. Without a table the worst case is the budgets themselves: a prompt of `max_prompt_length`
+tokens holding one image at `max_pixels`.
+
+The model of memory (bytes; "16-bit" is bf16 or fp16):
+- weights: every parameter in 16 bits; with 4-bit, the language model's linear layers in NF4 with double
+  quantisation (0.5 byte per weight, one 8-bit absmax per 64 weights, one fp32 constant per 256 absmax) and the
+  rest kept in 16 bits (embeddings, lm_head, norms, biases, the vision tower and merger), as rftcli loads it.
+- LoRA parameters r x (in + out) per adapted linear layer; their gradients, and AdamW's two fp32-sized states.
+  PEFT keeps adapter weights in fp32 on a 16-bit base; with 4-bit on CUDA TRL casts them to bf16.
+- activations saved for backward, per decoder layer and token (`ACT_H` x hidden + `ACT_I` x MLP width +
+  `ACT_Q` x attention widths, times the element size); with gradient checkpointing only each layer's input is
+  kept plus one layer's activations while it is recomputed. Attention is SDPA/flash: no tokens x tokens matrix.
+- logits: TRL computes the completion tokens' logits for a whole micro-batch (batch x completion x vocab, 16-bit)
+  and keeps the log-softmax for backward, `LOGIT_COPIES` copies at the peak of backward. Offline train-grpo and
+  rftcli's own log-probs (rftcli/logprobs.py) work in chunks of positions instead: chunk x vocab fp32.
+- generation: the KV cache of the whole generation batch (batch x grad_accum completions) at prompt +
+  completion length, and the prefill's transient one-layer working set.
+- the vision tower on the worst-case batch's images: no gradients unless LoRA reaches it, so one block's
+  working set (`VIS_H` x vision hidden + `VIS_I` x vision MLP per patch) and the merged image embeddings.
+Peak = weights + LoRA parameters + optimizer states + the larger of the training phase (activations, logits,
+gradients, vision) and the generation phase (KV cache, prefill, vision). On CUDA a fixed context and an
+allocator margin are added (`CUDA_CONTEXT`, `ALLOCATOR_MARGIN`); the constants are calibrated on CPU by
+bench/plan_calibration.py (bench/RESULTS.md) and not yet on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+GIB = 1024 ** 3
+ACT_H = 20  # saved tensors per token per layer, in hidden-size units (norm inputs in fp32 count twice)
+ACT_I = 4  # gate, up, act(gate), act(gate) * up
+ACT_Q = 3  # q, k, v after rotary and k, v repeated to the query heads, attention output
+LOGIT_COPIES = 3  # log-softmax kept for backward, its gradient, the gradient of the logits
+VIS_H = 8
+VIS_I = 3
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weight, 8-bit absmax per 64, fp32 per 256 absmax
+CUDA_CONTEXT = 0.5 * GIB  # CUDA context and kernels, outside the allocator
+ALLOCATOR_MARGIN = 0.08  # fragmentation and cached blocks of PyTorch's CUDA allocator
+DEFAULT_MIN_PIXELS = 56 * 56
+CHUNK_POSITIONS = 1024  # rftcli.logprobs.DEFAULT_CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run settings memory depends on (the stage configs' fields of the same names)."""
+
+    stage: str = "train-grpo"
+    """train-grpo (online), train-grpo-offline, sft-coldstart or rollout."""
+    batch_size: int = 8
+    """Completions (sequences) per device per micro-step."""
+    grad_accum: int = 1
+    """Gradient accumulation steps (online GRPO generates batch_size x grad_accum completions at once)."""
+    num_generations: int = 4
+    """Completions per prompt (G)."""
+    max_completion_length: int = 64
+    """Most tokens per completion (sft-coldstart: the target's length)."""
+    max_prompt_length: int = 4096
+    """Most tokens per prompt, text and images."""
+    max_pixels: int = 1280 * 28 * 28
+    """Images are shrunk to at most this many pixels."""
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    """Images are enlarged to at least this many pixels."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_vision: bool = False
+    """LoRA on the vision tower too."""
+    target_modules: str | None = None
+    """Adapted linear layer names, comma-separated (None: all of the language model's)."""
+    full: bool = False
+    """Train every weight instead of LoRA."""
+    load_in_4bit: bool = False
+    """QLoRA: NF4 base."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward."""
+    device: str = "cuda"
+    """cuda (adds the context and allocator margin) or cpu (the allocator's bytes only)."""
+
+    def __post_init__(self):
+        if self.stage not in ("train-grpo", "train-grpo-offline", "sft-coldstart", "rollout"):
+            raise ValueError(f"stage must be train-grpo, train-grpo-offline, sft-coldstart or rollout, got {self.stage!r}")
+        for name in ("batch_size", "grad_accum", "num_generations", "max_completion_length", "max_prompt_length",
+                     "max_pixels", "min_pixels", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The worst-case sample: its prompt tokens (text and image) and its images' patches."""
+
+    prompt_tokens: int
+    """Prompt tokens, text and image tokens together."""
+    image_tokens: int
+    """Image tokens after the resize rule (patches / merge^2)."""
+    patches: int
+    """Vision patches the vision tower runs on."""
+    source: str
+    """Where it came from: the budgets, or the table's row id."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of a model that memory depends on, read from its config.json."""
+
+    model_type: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    text_params: int
+    """Language-model parameters without the embedding and lm_head."""
+    quantizable: int
+    """Weights of the language model's linear layers (NF4 under 4-bit)."""
+    lora_in_out: int
+    """Sum of (in + out) over the default LoRA targets (all language linear layers)."""
+    lora_in_out_by_name: tuple[tuple[str, int], ...]
+    """(in + out) per target name (q_proj, ...) summed over layers."""
+    vision_params: int
+    vision_hidden: int
+    vision_intermediate: int
+    vision_depth: int
+    vision_lora_in_out: int
+    patch: int
+    merge: int
+
+    @property
+    def params(self) -> int:
+        return self.text_params + self.vocab * self.hidden * (1 if self.tied else 2) + self.vision_params
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Predicted peak memory of one device, by part (bytes)."""
+
+    parts: tuple[tuple[str, float, str], ...]
+    """(part, bytes, note), in print order; `peak` is not their sum (see the module docstring)."""
+    peak: float
+    """Predicted peak bytes."""
+    tokens_per_step: int
+    """Tokens (prompt + completion) per optimizer step per device."""
+    sample: Sample
+    settings: Settings
+    shape: Shape
+    logprobs_chunked: bool
+    """Whether the stage computes log-probs in chunks of positions (no full logits)."""
+
+    def fits(self, gib: float) -> bool:
+        return self.peak <= gib * GIB
+
+
+def read_model_config(spec: str) -> dict[str, Any]:
+    """The config.json of a model argument: a folder, a .json file, a built-in model, or a hub id whose
+    config is in the local cache (no network). An adapter's is its base's."""
+    from rftcli import tiny_model
+    from rftcli.loading import _quiet_transformers, adapter_base, is_adapter, resolve
+
+    _quiet_transformers()  # a built-in model is saved on first use: no progress bar
+    path = Path(spec)
+    if path.suffix == ".json" and path.is_file():
+        file = path
+    else:
+        folder = resolve(spec)
+        while not tiny_model.is_builtin(folder) and is_adapter(folder):
+            folder = resolve(adapter_base(folder))
+        file = Path(folder, "config.json")
+        if not file.is_file() and not Path(folder).exists():
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(spec, "config.json")
+            except Exception:  # not a hub id
+                cached = None
+            if not isinstance(cached, str):
+                raise ValueError(f"{spec}: no config.json here and none in the local hub cache; give a model folder "
+                                 "or its config.json")
+            file = Path(cached)
+    if not file.is_file():
+        raise ValueError(f"{spec}: no config.json in {file.parent}")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: not a JSON object")
+    return config
+
+
+def _int(cfg: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = cfg.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def shape(config: Mapping[str, Any], where: str = "config.json") -> Shape:
+    """The sizes of a Qwen2-VL, Qwen2.5-VL or Qwen3-VL model from its config (parameter counts exact)."""
+    model_type = config.get("model_type")
+    if model_type not in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        raise ValueError(f"{where}: model_type {model_type!r} is not planned for; rftcli plan knows qwen2_vl, "
+                         "qwen2_5_vl and qwen3_vl")
+    text = config.get("text_config") or {}
+    text = {**{k: v for k, v in config.items() if k not in ("text_config", "vision_config")}, **text}
+    vision = config.get("vision_config") or {}
+    h, i = _int(text, "hidden_size", where), _int(text, "intermediate_size", where)
+    layers, heads = _int(text, "num_hidden_layers", where), _int(text, "num_attention_heads", where)
+    kv = _int(text, "num_key_value_heads", where, heads)
+    hd = text.get("head_dim") or h // heads
+    vocab = _int(text, "vocab_size", where)
+    tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+    q, kvd = heads * hd, kv * hd
+    qwen3 = model_type == "qwen3_vl"
+    bias = (q + 2 * kvd) if not qwen3 or text.get("attention_bias") else 0  # Qwen2 has q/k/v biases
+    names = {"q_proj": h + q, "k_proj": h + kvd, "v_proj": h + kvd, "o_proj": q + h,
+             "gate_proj": h + i, "up_proj": h + i, "down_proj": i + h}
+    linear = h * q + 2 * h * kvd + q * h + 3 * h * i
+    per_layer = linear + bias + 2 * h + (2 * hd if qwen3 else 0)  # two norms (+ q/k norms in Qwen3)
+    text_params = layers * per_layer + h
+    # Vision tower and merger.
+    vd, vh = _int(vision, "depth", where), _int(vision, "hidden_size" if "hidden_size" in vision else "embed_dim", where)
+    p, m = _int(vision, "patch_size", where, 14), _int(vision, "spatial_merge_size", where, 2)
+    tp, cin = vision.get("temporal_patch_size", 2), vision.get("in_channels", vision.get("in_chans", 3))
+    out = vision.get("out_hidden_size", vision.get("hidden_size_out", h)) if model_type != "qwen2_vl" else h
+    merged = vh * m * m
+    if model_type == "qwen2_vl":
+        vi = int(vh * vision.get("mlp_ratio", 4))
+        block = 4 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + (vh * vi + vi) + (vi * vh + vh)
+        vision_params = cin * tp * p * p * vh + vd * block + 2 * vh + merged * merged + merged + merged * out + out
+        vision_lora = vd * ((vh + 3 * vh) + 2 * vh + (vh + vi) + (vi + vh))
+    elif model_type == "qwen2_5_vl":
+        vi = _int(vision, "intermediate_size", where)
+        block = 2 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + 2 * (vh * vi + vi) + (vi * vh + vh)
+        vision_params = cin * tp * p * p * vh + vd * block + vh + merged * merged + merged + merged * out + out
+        vision_lora = vd * ((vh + 3 * vh) + 2 * vh + 2 * (vh + vi) + (vi + vh))
+    else:
+        vi = _int(vision, "intermediate_size", where)
+        block = 4 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + (vh * vi + vi) + (vi * vh + vh)
+        mergers = 1 + len(vision.get("deepstack_visual_indexes") or [])
+        merger = merged * merged + merged + merged * out + out
+        pos = vision.get("num_position_embeddings", 0) * vh
+        # The final merger norms the vision width; deepstack mergers norm the merged width (LayerNorm: w and b).
+        vision_params = (cin * tp * p * p * vh + vh + pos + vd * block + mergers * merger + 2 * vh
+                         + (mergers - 1) * 2 * merged)
+        vision_lora = vd * ((vh + 3 * vh) + 2 * vh + (vh + vi) + (vi + vh))
+    return Shape(model_type=model_type, hidden=h, intermediate=i, layers=layers, heads=heads, kv_heads=kv,
+                 head_dim=hd, vocab=vocab, tied=tied, text_params=text_params, quantizable=layers * linear,
+                 lora_in_out=layers * sum(names.values()),
+                 lora_in_out_by_name=tuple((n, layers * v) for n, v in names.items()),
+                 vision_params=vision_params, vision_hidden=vh, vision_intermediate=vi, vision_depth=vd,
+                 vision_lora_in_out=vision_lora, patch=p, merge=m)
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: sides rounded to multiples of `factor` (patch x merge), the area brought within
+    [min_pixels, max_pixels] keeping the aspect ratio."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def image_patches(height: int, width: int, model: Shape, settings: Settings) -> int:
+    """Vision patches of one image after the resize rule (image tokens = patches / merge^2)."""
+    h, w = smart_resize(height, width, model.patch * model.merge, settings.min_pixels, settings.max_pixels)
+    return (h // model.patch) * (w // model.patch)
+
+
+TEMPLATE_TOKENS = 24  # chat template around a prompt: role markers, vision start/end, the assistant turn opening
+
+
+def text_tokens(system: str, prompt: str) -> int:
+    """An upper estimate of a prompt's text tokens without the tokenizer: a UTF-8 byte per 3, plus the template
+    (Qwen's byte-level BPE averages 3.5-4.5 bytes per token on English)."""
+    return math.ceil(len((system + prompt).encode("utf-8")) / 3) + TEMPLATE_TOKENS
+
+
+def budget_sample(model: Shape, settings: Settings) -> Sample:
+    """The worst case the budgets allow: a prompt of max_prompt_length tokens with one square image at max_pixels."""
+    side = int(math.sqrt(settings.max_pixels))
+    patches = image_patches(side, side, model, settings)
+    image = patches // model.merge ** 2
+    return Sample(prompt_tokens=max(settings.max_prompt_length, image), image_tokens=image, patches=patches,
+                  source="the budgets (--max-prompt-length, --max-pixels)")
+
+
+def worst_case(rows: list[Mapping[str, Any]], model: Shape, settings: Settings) -> Sample:
+    """The rows' worst case: the most image tokens after the resize rule and the longest prompt (each from its
+    own row if they differ); image sizes come from the image headers, no pixels decoded."""
+    import io
+
+    from PIL import Image
+
+    best_patches, best_prompt, patch_id, prompt_id = 0, 0, None, None
+    for row in rows:
+        patches = 0
+        for item in row.get("images") or []:
+            data = (item or {}).get("bytes")
+            if not data:
+                continue
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+            patches += image_patches(height, width, model, settings)
+        tokens = min(settings.max_prompt_length,
+                     text_tokens(row.get("system") or "", row.get("prompt") or "") + patches // model.merge ** 2)
+        if patches > best_patches or patch_id is None:
+            best_patches, patch_id = patches, row.get("id")
+        if tokens > best_prompt:
+            best_prompt, prompt_id = tokens, row.get("id")
+    if not rows:
+        return budget_sample(model, settings)
+    source = f"row {patch_id!r}" if patch_id == prompt_id else f"rows {patch_id!r} (images) and {prompt_id!r} (prompt)"
+    return Sample(prompt_tokens=best_prompt, image_tokens=best_patches // model.merge ** 2, patches=best_patches,
+                  source=source)
+
+
+def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = None,
+         where: str = "config.json") -> Plan:
+    """The predicted peak memory of a run with `settings` on the model of `config` (see the module docstring)."""
+    s, model = settings, shape(config, where)
+    sample = sample or budget_sample(model, settings)
+    e = 2  # 16-bit element
+    h, i, layers, vocab = model.hidden, model.intermediate, model.layers, model.vocab
+    q, kvd = model.heads * model.head_dim, model.kv_heads * model.head_dim
+    # Weights.
+    if s.load_in_4bit:
+        weights = model.quantizable * NF4_BYTES + (model.params - model.quantizable) * e
+        weight_note = "NF4 + double quant; embeddings, lm_head, norms, vision tower in 16 bits"
+    else:
+        weights = model.params * e
+        weight_note = "16-bit"
+    # LoRA and the optimizer.
+    names = {n.strip() for n in s.target_modules.split(",")} if s.target_modules else None
+    in_out = (sum(v for n, v in model.lora_in_out_by_name if n in names) if names else model.lora_in_out)
+    if s.lora_vision:
+        in_out += model.vision_lora_in_out
+    trainable = model.params if s.full else s.lora_r * in_out
+    lora_bytes = e if s.full or (s.load_in_4bit and s.device == "cuda") else 4
+    training = s.stage != "rollout"
+    lora = 0 if s.full or not training else trainable * lora_bytes
+    grads = trainable * lora_bytes if training else 0
+    optimizer = 2 * trainable * lora_bytes if training else 0
+    # Sequences.
+    prompt = sample.prompt_tokens
+    completion = s.max_completion_length
+    seq = prompt + completion
+    micro = s.batch_size
+    per_token_layer = e * (ACT_H * h + ACT_I * i + ACT_Q * (q + 2 * q))
+    if not training:
+        act_full = act_ckpt = 0.0
+    else:
+        act_full = layers * micro * seq * per_token_layer
+        act_ckpt = layers * micro * seq * h * e + micro * seq * per_token_layer
+    activations = act_ckpt if s.gradient_checkpointing else act_full
+    chunked = s.stage in ("train-grpo-offline", "rollout")
+    logit_tokens = micro * (completion if s.stage != "sft-coldstart" else seq)
+    if not training:
+        logits = 0.0
+    elif chunked:
+        logits = min(logit_tokens, CHUNK_POSITIONS) * vocab * 4 * LOGIT_COPIES
+    else:
+        logits = logit_tokens * vocab * e * LOGIT_COPIES
+    # Generation: online GRPO generates batch x grad_accum completions at once; rollout its batch.
+    generates = s.stage in ("train-grpo", "rollout")
+    gen_batch = micro * s.grad_accum if s.stage == "train-grpo" else micro
+    kv_cache = 2 * layers * kvd * seq * gen_batch * e if generates else 0.0
+    prefill = gen_batch * prompt * (4 * h + 3 * i) * e if generates else 0.0
+    # Vision: one block's working set on the batch's images, and the merged embeddings.
+    vis_patches = sample.patches * max(micro, gen_batch if generates else 0)
+    vision = vis_patches * (VIS_H * model.vision_hidden + VIS_I * model.vision_intermediate) * e
+    vision += vis_patches // model.merge ** 2 * h * e
+    if s.lora_vision and training:
+        vision += model.vision_depth * sample.patches * micro * e * (
+            ACT_H * model.vision_hidden + ACT_I * model.vision_intermediate)
+    train_phase = activations + logits + grads + vision if training else 0.0
+    gen_phase = kv_cache + prefill + vision if generates else 0.0
+    peak = weights + lora + optimizer + max(train_phase, gen_phase)
+    overhead = CUDA_CONTEXT + ALLOCATOR_MARGIN * peak if s.device == "cuda" else 0.0
+    peak += overhead
+    other_ckpt = act_full if s.gradient_checkpointing else act_ckpt
+    parts = (
+        ("weights", weights, f"{model.params / 1e9:.2f}B parameters, {weight_note}"),
+        ("LoRA parameters", lora, f"{trainable / 1e6:.1f}M, rank {s.lora_r}" if not s.full else "full fine-tune"),
+        ("gradients", grads, f"{lora_bytes * 8}-bit, trainable parameters only"),
+        ("optimizer states", optimizer, "AdamW, two states per trainable parameter"),
+        ("activations", activations,
+         f"{'with' if s.gradient_checkpointing else 'without'} gradient checkpointing; "
+         f"{'without' if s.gradient_checkpointing else 'with'}: {other_ckpt / GIB:.2f} GiB"),
+        ("logits and log-probs", logits,
+         f"{'in chunks of ' + str(CHUNK_POSITIONS) + ' positions' if chunked else 'whole micro-batch'}: "
+         f"{logit_tokens:,} tokens x {vocab:,} vocab"),
+        ("KV cache (generation)", kv_cache, f"{gen_batch} sequences x {seq:,} tokens" if generates else "no generation"),
+        ("vision tower", vision, f"{sample.image_tokens:,} image tokens ({sample.patches:,} patches) per sample"),
+        ("CUDA context and allocator margin", overhead,
+         f"{CUDA_CONTEXT / GIB:.1f} GiB + {ALLOCATOR_MARGIN:.0%}" if overhead else "not on CPU"),
+    )
+    steps = s.grad_accum if s.stage != "rollout" else 1
+    return Plan(parts=parts, peak=peak, tokens_per_step=micro * steps * seq, sample=sample, settings=s, shape=model,
+                logprobs_chunked=chunked)
+
+
+def fixes(config: Mapping[str, Any], result: Plan, gib: float) -> list[tuple[str, Plan]]:
+    """Changes of one or more settings, each with its plan: the single changes first, then combinations, the
+    ones that fit first; at most eight."""
+    s = result.settings
+    options: list[tuple[str, dict[str, Any]]] = []
+    if not s.load_in_4bit and not s.full:
+        options.append(("--load-in-4bit", {"load_in_4bit": True}))
+    if not s.gradient_checkpointing and s.stage != "rollout":
+        options.append(("--gradient-checkpointing", {"gradient_checkpointing": True}))
+    if s.batch_size > 1:  # the same completions per step: half the micro-batch, twice the accumulation
+        options.append((f"--batch-size {s.batch_size // 2} --grad-accum {s.grad_accum * 2}",
+                        {"batch_size": s.batch_size // 2, "grad_accum": s.grad_accum * 2}))
+    if s.stage == "train-grpo" and s.num_generations > 2 and s.num_generations % 2 == 0:
+        options.append((f"--num-generations {s.num_generations // 2}", {"num_generations": s.num_generations // 2}))
+    for pixels, label in ((401_408, "512"), (200_704, "256")):
+        if s.max_pixels > pixels:
+            options.append((f"--max-pixels {pixels:,} ({label} tokens per image)".replace(",", ""),
+                            {"max_pixels": pixels}))
+            break
+    if s.max_completion_length > 256:
+        options.append((f"--max-completion-length {s.max_completion_length // 2}",
+                        {"max_completion_length": s.max_completion_length // 2}))
+    out: list[tuple[str, Plan]] = []
+    sample = result.sample
+    for label, change in options:
+        new = replace(s, **change)
+        out.append((label, plan(config, new, _rescaled(sample, result.shape, new) if "max_pixels" in change else sample)))
+    combined: dict[str, Any] = {}
+    labels: list[str] = []
+    for label, change in options:
+        combined.update(change)
+        labels.append(label.split(" (")[0])
+        if len(labels) > 1:
+            new = replace(s, **combined)
+            out.append((" ".join(labels), plan(config, new, _rescaled(sample, result.shape, new)
+                                               if "max_pixels" in combined else sample)))
+    out.sort(key=lambda item: (not item[1].fits(gib), item[0].count("--"), item[1].peak))
+    return out[:8]
+
+
+def _rescaled(sample: Sample, model: Shape, settings: Settings) -> Sample:
+    """The worst-case sample with its images brought under a smaller pixel budget (text tokens kept)."""
+    side = int(math.sqrt(settings.max_pixels))
+    patches = min(sample.patches, image_patches(side, side, model, settings))  # one image per prompt assumed
+    text = sample.prompt_tokens - sample.image_tokens
+    return replace(sample, patches=patches, image_tokens=patches // model.merge ** 2,
+                   prompt_tokens=text + patches // model.merge ** 2)
+
+
+def settings_from(config: Any, device: str) -> Settings:
+    """The plan settings of a stage config (train_grpo.Config, sft_coldstart.Config or rollout.Config)."""
+    from rftcli.limits import DEFAULT_MAX_PIXELS
+
+    stage = type(config).__module__.rsplit(".", 1)[-1].replace("_", "-")
+    if stage == "train-grpo" and getattr(config, "rollouts", None) is not None:
+        stage = "train-grpo-offline"
+    if stage == "sft-coldstart":
+        completion = getattr(config, "max_length", None) or 512
+    else:
+        completion = getattr(config, "max_completion_length", None) or getattr(config, "max_new_tokens", 64)
+    batch = getattr(config, "batch_size", 8)
+    return Settings(stage=stage, batch_size=batch if isinstance(batch, int) else 8,
+                    grad_accum=getattr(config, "grad_accum", 1), num_generations=getattr(config, "num_generations", 1),
+                    max_completion_length=completion, max_prompt_length=config.max_prompt_length,
+                    max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS,
+                    min_pixels=config.min_pixels or DEFAULT_MIN_PIXELS, lora_r=getattr(config, "lora_r", 16),
+                    lora_vision=getattr(config, "lora_vision", False),
+                    target_modules=getattr(config, "target_modules", None), full=getattr(config, "full", False),
+                    load_in_4bit=getattr(config, "load_in_4bit", False),
+                    gradient_checkpointing=getattr(config, "gradient_checkpointing", False), device=device)
+
+
+def preflight(config: Any, rows: list[Mapping[str, Any]]) -> Plan | None:
+    """Before any weights load: the plan of a training stage's run on this device; a ValueError (one line) when
+    it cannot fit. The device's memory is the config's `gpu_memory` GiB, else CUDA's total; no CUDA and no
+    `gpu_memory`, or `preflight` off: no check (None)."""
+    import torch
+
+    gpu_memory = getattr(config, "gpu_memory", None)
+    if not getattr(config, "preflight", True):
+        return None
+    if gpu_memory is None:
+        if not torch.cuda.is_available():
+            return None
+        gpu_memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / GIB
+    try:
+        model_config = read_model_config(config.model)
+        model_shape = shape(model_config, config.model)
+    except ValueError:
+        if config.gpu_memory is None:
+            return None  # a model the plan does not know: nothing to say on a GPU run
+        raise
+    settings = settings_from(config, "cuda")
+    result = plan(model_config, settings, worst_case(rows, model_shape, settings),
+                  where=config.model)
+    if not result.fits(gpu_memory):
+        best = [label for label, p in fixes(model_config, result, gpu_memory) if p.fits(gpu_memory)]
+        hint = f"try {best[0]}" if best else "no single change of batch, image budget, 4-bit or checkpointing fits"
+        raise ValueError(f"the run needs about {result.peak / GIB:.1f} GiB at its worst-case sample "
+                         f"({result.sample.source}) but the device has {gpu_memory:.1f} GiB; {hint} "
+                         "(rftcli plan shows the parts), or pass --no-preflight to go on")
+    return result
+
+
+def plan_run(model: str, settings: Settings, dataset: Path | None = None, split: str = "train",
+             limit: int | None = None) -> Plan:
+    """The plan of `settings` on `model` (its config.json) with the worst-case sample of `dataset`'s rows of
+    `split` (the first `limit`), or of the budgets when no dataset is given."""
+    config = read_model_config(model)
+    model_shape = shape(config, model)
+    sample = None
+    if dataset is not None:
+        from rftcli.stages.rollout import used_rows
+
+        sample = worst_case(used_rows(dataset, split, limit).to_pylist(), model_shape, settings)
+    return plan(config, settings, sample, where=model)
+
+
+def longest_row(rows: list[Mapping[str, Any]], model: str) -> int | None:
+    """The index of the row with the longest prompt (text and image tokens, by the same estimate as the plan),
+    so the first step can run it; None when the model is not one the plan knows."""
+    try:
+        model_shape = shape(read_model_config(model), model)
+    except ValueError:
+        return None
+    settings = Settings()
+    best, index = -1, None
+    for i, row in enumerate(rows):
+        patches = 0
+        for item in row.get("images") or []:
+            data = (item or {}).get("bytes")
+            if data:
+                import io
+
+                from PIL import Image
+
+                with Image.open(io.BytesIO(data)) as img:
+                    width, height = img.size
+                patches += image_patches(height, width, model_shape, settings)
+        tokens = text_tokens(row.get("system") or "", row.get("prompt") or "") + patches // model_shape.merge ** 2
+        tokens += len(row.get("response") or row.get("reasoning") or row.get("completion") or "") // 3
+        if tokens > best:
+            best, index = tokens, i
+    return index
+
+
+class FirstSampler:
+    """A sampler's order with row `first` and the row it would have yielded first swapped everywhere: the same
+    permutation on every run (so a resumed run skips the same batches), with the longest row in the first step."""
+
+    def __init__(self, base: Any, first: int):
+        self.base, self.first = base, first
+
+    def __iter__(self):
+        order = list(self.base)
+        if not order or self.first not in order:
+            return iter(order)
+        swap = {order[0]: self.first, self.first: order[0]}
+        return iter([swap.get(i, i) for i in order])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def worst_first(trainer: Any, first: int | None) -> Any:
+    """Make a transformers/TRL trainer's training sampler start with row `first` (see FirstSampler)."""
+    if first is None:
+        return trainer
+    base = trainer._get_train_sampler
+
+    def sampler(*args: Any, **kwargs: Any) -> Any:
+        inner = base(*args, **kwargs)
+        return FirstSampler(inner, first) if inner is not None else None
+
+    trainer._get_train_sampler = sampler
+    return trainer
