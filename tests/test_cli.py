@@ -110,11 +110,15 @@ def test_version():
 def test_every_recipe_yaml_loads_into_its_stage_config(yaml_file):
     from importlib import import_module
 
-    stage = {"data": "prepare_data", "sft": "sft_coldstart", "rollout": "rollout", "grpo": "train_grpo",
+    stage = {"data": "prepare_data", "prompts": "prepare_data", "sft": "sft_coldstart", "rollout": "rollout",
+             "score": "score", "grpo": "train_grpo", "online": "train_grpo", "offline": "train_grpo",
              "eval": "eval"}[yaml_file.stem]
     cls = import_module(f"rftcli.stages.{stage}").Config
     required = {"prepare_data": {"out": "x"}, "sft_coldstart": {"dataset": "d", "model": "m", "out": "o"},
                 "rollout": {"dataset": "d", "model": "m", "out": "o"},
                 "train_grpo": {"dataset": "d", "model": "m", "out": "o"},
+                "score": {"rollouts": "r", "out": "o"},
                 "eval": {"dataset": "d", "models": ("m",), "out": "o"}}[stage]
+    if yaml_file.stem == "offline":
+        required = {"rollouts": "r", "model": "m", "out": "o"}
     build_config(cls, yaml_file, required)
