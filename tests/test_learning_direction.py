@@ -108,7 +108,7 @@ def flip_sft(monkeypatch) -> None:
 
 def _online(dataset: Path, out: Path) -> Path:
     train_grpo.run(train_grpo.Config(dataset=dataset, model=TINY, out=out, rewards=(REWARD,), full=True,
-                                     num_generations=4, max_completion_length=TOKENS, batch_size=8, max_steps=12,
+                                     num_generations=4, max_completion_length=TOKENS, batch_size=8, max_steps=16,
                                      learning_rate=5e-2, logging_steps=1, limit=12, seed=0))
     return out
 
@@ -126,6 +126,7 @@ def test_online_grpo_moves_the_reward(dataset, tmp_path, start_reward, monkeypat
         flip_online(monkeypatch)
     trained = _online(dataset, tmp_path / "grpo")
     after = mean_reward(dataset, str(trained), tmp_path / "after.parquet")
+    print(f"online GRPO{' (sign flipped)' if flipped else ''}: reward {start_reward:.3f} -> {after:.3f}")
     if flipped:
         assert after < start_reward - MARGIN, f"sign-flipped online GRPO: reward {start_reward:.3f} -> {after:.3f}"
     else:
@@ -138,6 +139,7 @@ def test_offline_grpo_moves_the_reward(dataset, tmp_path, start_reward, training
         flip_offline(monkeypatch)
     trained = _offline(training_scores, tmp_path / "grpo")
     after = mean_reward(dataset, str(trained), tmp_path / "after.parquet")
+    print(f"offline GRPO{' (sign flipped)' if flipped else ''}: reward {start_reward:.3f} -> {after:.3f}")
     if flipped:
         assert after < start_reward - MARGIN, f"sign-flipped offline GRPO: reward {start_reward:.3f} -> {after:.3f}"
     else:
@@ -161,6 +163,7 @@ def test_sft_moves_held_out_loss(dataset, tmp_path, start_loss, monkeypatch, fli
     if flipped:
         flip_sft(monkeypatch)
     after = _sft_eval_loss(dataset, tmp_path / "sft", 1e-2)
+    print(f"SFT{' (sign flipped)' if flipped else ''}: held-out loss {start_loss:.3f} -> {after:.3f}")
     if flipped:
         assert after > start_loss + 0.1, f"sign-flipped SFT: held-out loss {start_loss:.3f} -> {after:.3f}"
     else:
