@@ -129,7 +129,7 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
     """Read and check a scores table, compute advantages, apply dynamic sampling. Raises ValueError with
     one line naming the file and what is wrong."""
     from rftcli.images import check_table_images
-    from rftcli.stages.rollout import select_split
+    from rftcli.stages.rollout import no_rows_in_split, select_split
 
     art = read_table(path, ("scores", "rollouts"))
     if art.kind != "scores":
@@ -140,7 +140,7 @@ def load_offline(path: Path, *, split: str | None, limit: int | None, scale_rewa
         keep = pc.unique(table["group_index"]).to_pylist()[:limit]
         table = table.filter(pc.is_in(table["group_index"], pa.array(keep, pa.int64())))
     if table.num_rows == 0:
-        raise ValueError(f"{path}: no rows in split {split!r}")
+        raise ValueError(no_rows_in_split(path, art.table, split))
     check_table_images(path, table, rows=table["_file_row"].to_pylist())  # the images of the rows used only
     hashes = sorted(pc.unique(table["policy_hash"]).to_pylist())
     if hashes != [policy_hash] and not allow_policy_mismatch:

@@ -179,6 +179,17 @@ def select_split(table, split: str | None):
     return table.filter(pc.equal(table["split"], split))
 
 
+def no_rows_in_split(path: Path, table, split: str | None) -> str:
+    """The one-line error for a split that holds no row, naming the splits the table does hold: a small
+    input (a dozen rows at --test-fraction 0.1) can hash none of its ids into test."""
+    import pyarrow.compute as pc
+
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(table["split"]).to_pylist()} if table.num_rows else {}
+    held = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "no rows at all"
+    return (f"{path}: no rows in split {split!r} (the table holds {held}); pass --split with one of those or "
+            f"all, or convert with prepare-data --test-fraction/--val-fraction for a held-out split")
+
+
 def used_rows(path: Path, split: str | None, limit: int | None = None):
     """The rows of the dataset table `path` that a stage uses: those of `split` (None or "all": every row),
     the first `limit` of them. The whole table is read and checked; images are decoded for these rows only
@@ -195,7 +206,7 @@ def used_rows(path: Path, split: str | None, limit: int | None = None):
         rows = pc.indices_nonzero(pc.equal(table["split"], split)).to_pylist()
     rows = rows[:limit] if limit is not None else rows
     if not rows:
-        raise ValueError(f"{path}: no rows in split {split!r}")
+        raise ValueError(no_rows_in_split(path, table, split))
     used = table.take(pa.array(rows, pa.int64()))
     check_table_images(path, used, rows=rows)
     return used

@@ -236,3 +236,20 @@ def test_sft_row_without_a_target_names_the_file_and_row(tables, tiny_model_dir)
     none = pa.nulls(table.num_rows, pa.string()).to_pylist()
     bad = _set(_set(table, "reasoning", empty), "response", none)
     refused(args, tiny_model_dir, _writer(bad), "row 5, column 'response': neither response nor reasoning")
+
+
+# ---------------------------------------------------------------- a small input's empty split
+
+def test_an_empty_split_names_the_splits_the_table_holds(tmp_path):
+    # Twelve rows at the default --test-fraction 0.1 can hash none into test; eval's default split is test.
+    src = _raw(tmp_path, [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(12)])
+    data = tmp_path / "data.parquet"
+    assert _prepare(src, data).exit_code == 0
+    held = pq.read_table(data).column("split").to_pylist()
+    for stage in (["rollout", "-n", "2"], ["eval"]):
+        missing = next(s for s in ("test", "val", "train") if s not in held)
+        out = tmp_path / f"{stage[0]}-out"
+        line = _one_error_line(runner.invoke(app, [*stage, "-d", str(data), "-m", "builtin:tiny-qwen2.5-vl",
+                                                   "--split", missing, "--out", str(out)]))
+        assert f"no rows in split '{missing}'" in line and f"train {held.count('train')}" in line, line
+        assert "--split" in line and not out.exists()
