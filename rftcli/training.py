@@ -80,7 +80,7 @@ def trl_dataset(table: pa.Table, with_completion: bool):
 
     rows = table.to_pylist()
     data: dict[str, list[Any]] = {"prompt": [], "images": [], "id": [], "task": [], "answer": [], "answer_type": [],
-                                  "choices": []}
+                                  "choices": [], "metadata": []}  # metadata: accepted answers for the rewards
     if with_completion:
         data["completion"] = []
     for row in rows:
@@ -90,6 +90,7 @@ def trl_dataset(table: pa.Table, with_completion: bool):
         data["images"].append(row["images"])
         for key in ("id", "task", "answer", "answer_type", "choices"):
             data[key].append(row[key])
+        data["metadata"].append(row.get("metadata"))
         if with_completion:
             target = response_text(row)
             if target is None:
@@ -104,6 +105,7 @@ def trl_dataset(table: pa.Table, with_completion: bool):
         "answer": datasets.Value("string"),
         "answer_type": datasets.Value("string"),
         "choices": datasets.List(datasets.Value("string")),
+        "metadata": datasets.Value("string"),
         **({"completion": message} if with_completion else {}),
     })
     return datasets.Dataset.from_dict(data, features=features)

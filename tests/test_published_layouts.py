@@ -418,8 +418,12 @@ def test_vqav2_textvqa_and_docvqa_answer_lists(tmp_path):
     assert [(r["answer"], r["answer_type"]) for r in out] == [("white", "text"), ("2", "number")]
     assert out[0]["prompt"] == "What color is the plate?" and pixel(out[0]) == RED
     m = meta(out[0])
-    assert m["answers"] == [a["answer"] for a in vqa_answers] and m["vqa_answer_type"] == "other"
+    # accepted: answers at least 3 annotators gave, and the answer; every annotator's answer kept beside
+    assert m["answers"] == ["white"] and m["vqa_answer_type"] == "other"
+    assert m["annotator_answers"] == [a["answer"] for a in vqa_answers]
     assert m["question_type"] == "what color" and m["image_id"] == 262148
+    # one annotator's answer and no repeats: that answer alone, with the main answer first
+    assert (meta(out[1])["answers"], meta(out[1])["annotator_answers"]) == (["2", "white"], ["white"])
 
     # TextVQA (facebook/textvqa): ten answer strings, no main answer: the most given one (first on a tie)
     textvqa = [{"image_id": "0054c91397f2fe05", "question_id": 0, "question": "what is the brand of phone?",
@@ -430,7 +434,9 @@ def test_vqav2_textvqa_and_docvqa_answer_lists(tmp_path):
     src = write_parquet(tmp_path / "t" / "validation.parquet", textvqa)
     result, out = convert(tmp_path / "t", src)
     assert (result.layout, out[0]["answer"], out[0]["id"]) == ("vqa", "nokia", "0")
-    assert meta(out[0])["answers"].count("toshiba") == 4 and pixel(out[0]) == GREEN
+    m = meta(out[0])
+    assert m["answers"] == ["nokia", "toshiba"] and pixel(out[0]) == GREEN  # samsung: 2 annotators only
+    assert m["annotator_answers"] == textvqa[0]["answers"]
 
     # DocVQA (lmms-lab/DocVQA): questionId, a short list of accepted answers
     docvqa = {"questionId": "49153", "question": "What is the ‘actual’ value per 1000, during the year 1975?",
@@ -441,6 +447,9 @@ def test_vqav2_textvqa_and_docvqa_answer_lists(tmp_path):
     (tmp_path / "d" / "docvqa.jsonl").write_text(json.dumps(docvqa) + "\n")
     result, out = convert(tmp_path / "d", tmp_path / "d" / "docvqa.jsonl")
     assert (result.layout, out[0]["id"], out[0]["answer"], out[0]["answer_type"]) == ("vqa", "49153", "0.28", "number")
+    (tmp_path / "d" / "equivalent.jsonl").write_text(json.dumps({**docvqa, "answers": ["0.28", ".28", "$0.28"]}) + "\n")
+    result, out = convert(tmp_path / "d", tmp_path / "d" / "equivalent.jsonl")
+    assert meta(out[0])["answers"] == ["0.28", ".28", "$0.28"]  # no answer repeats: all equivalent answers
     bad = tmp_path / "d" / "bad.jsonl"
     bad.write_text(json.dumps({**docvqa, "answers": [{"text": "0.28"}]}) + "\n")
     with pytest.raises(BadRow, match=r"bad.jsonl: line 1, column 'answers': expected answer strings"):

@@ -1,7 +1,11 @@
 """The accuracy reward: 1.0 when the completion's final answer matches the ground truth, else 0.0.
 
-Reads the dataset columns `answer` (ground truth as text), `answer_type` and `choices`; other columns
-TRL passes (prompts, completion_ids, trainer_state, ...) are ignored. The final answer is found by
+Reads the dataset columns `answer` (ground truth as text), `answer_type`, `choices` and `metadata`; other
+columns TRL passes (prompts, completion_ids, trainer_state, ...) are ignored. For answer types text and
+number, a row's accepted alternatives - the list `answers` in its `metadata` JSON object, which
+prepare-data fills for list answers, VQA, ChartQA and OCRBench (docs/data.md) - are paid as `answer` is:
+the completion's one answer must match `answer` or any of them (`accepted_answers`). Choice, box and math
+rows compare with `answer` alone. The final answer is found by
 `rftcli.rewards.text.find_answer` under the extraction policy written there: never inside `<think>`,
 only from the answer slot unless a lenient variant is asked for, and two different answers in the slot
 are no answer. No answer scores 0.0; a row without a ground truth abstains (None). The variants differ
@@ -54,13 +58,18 @@ Examples:
     >>> accuracy(["<answer>5\\\\sqrt{2}</answer>"], answer=["B"], answer_type=["choice"],
     ...          choices=[["5", "5 \\\\sqrt { 2 }", "10"]])
     [1.0]
+    >>> accuracy(["<answer>sofa</answer>", "<answer>chair</answer>"], answer=["couch", "couch"],
+    ...          answer_type=["text"] * 2, metadata=['{"answers": ["couch", "sofa"]}'] * 2)
+    [1.0, 0.0]
 """
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from rftcli.rewards.formula import formulas_equal
@@ -72,6 +81,8 @@ from rftcli.schema import ANSWER_TYPES
 
 BOX_IOU = 0.5
 """Minimum intersection-over-union for a box answer to count as correct."""
+ALTERNATIVE_TYPES = frozenset({"text", "number"})
+"""Answer types whose accepted alternatives in `metadata.answers` are paid as `answer` is."""
 
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
@@ -230,6 +241,33 @@ def _degenerate_gold(gold: str) -> bool:
     return any(degenerate(b) for b in parse_boxes(gold))
 
 
+@lru_cache(maxsize=4096)
+def _answers_in(metadata: str) -> tuple[str, ...]:
+    try:
+        meta = json.loads(metadata)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return ()
+    return _answer_texts(meta.get("answers") if isinstance(meta, dict) else None)
+
+
+def _answer_texts(values: Any) -> tuple[str, ...]:
+    if not isinstance(values, list):
+        return ()
+    return tuple(str(v).strip() for v in values
+                 if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip())
+
+
+def accepted_answers(metadata: Any) -> tuple[str, ...]:
+    """The accepted alternatives of a row: the texts and numbers of the list `answers` in its `metadata`
+    (a JSON object as text, or a mapping); empty when there is none. The text is parsed only when it
+    holds `"answers"`, so rows without alternatives cost one substring test."""
+    if isinstance(metadata, str):
+        return _answers_in(metadata) if '"answers"' in metadata else ()
+    if isinstance(metadata, Mapping):
+        return _answer_texts(metadata.get("answers"))
+    return ()
+
+
 def score_answer(pred: str | None, answer: Any, answer_type: str | None = None,
                  choices: Sequence[str] | None = None) -> float | None:
     """1.0 or 0.0 for one extracted prediction; None (abstain) when there is no ground truth."""
@@ -245,9 +283,12 @@ def score_answer(pred: str | None, answer: Any, answer_type: str | None = None,
 
 
 def score_completion(text: str, answer: Any, answer_type: str | None = None, choices: Sequence[str] | None = None,
-                     extract: str = STRICT, percent: str = "either") -> float | None:
+                     extract: str = STRICT, percent: str = "either",
+                     alternatives: Sequence[str] = ()) -> float | None:
     """1.0 or 0.0 for one completion's text, its answer found by extraction mode `extract`, a
-    one-sided percent read as `percent` says (`rftcli.rewards.numeric`); None without a ground truth."""
+    one-sided percent read as `percent` says (`rftcli.rewards.numeric`); None without a ground truth.
+    For answer types text and number an answer matching one of `alternatives` (see `accepted_answers`)
+    is right too."""
     resolved = _resolve(answer, answer_type, choices)
     if resolved is None:
         return None
@@ -255,9 +296,14 @@ def score_completion(text: str, answer: Any, answer_type: str | None = None, cho
     if kind == "box" and _degenerate_gold(gold):
         return None
     pred = find_answer(text, extract, kind)
-    if pred is None:
+    if pred is None:  # also two different answers in the slot, whatever the alternatives
         return 0.0
-    return 1.0 if _MATCHERS[kind](pred, gold, choices, percent) else 0.0
+    match = _MATCHERS[kind]
+    if match(pred, gold, choices, percent):
+        return 1.0
+    if kind in ALTERNATIVE_TYPES:
+        return 1.0 if any(match(pred, alt, choices, percent) for alt in alternatives if alt != gold) else 0.0
+    return 0.0
 
 
 def _column(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
@@ -271,12 +317,13 @@ def _column(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
 
 def _accuracy(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str | None] | None,
               choices: Sequence[Sequence[str] | None] | None, extract: str,
-              percent: str = "either") -> list[float | None]:
+              percent: str = "either", metadata: Sequence[Any] | None = None) -> list[float | None]:
     n = len(completions)
     answers = _column(answer, n, "answer")
     types, options = _column(answer_type, n, "answer_type"), _column(choices, n, "choices")
-    return [score_completion(completion_text(c), a, t, o, extract, percent)
-            for c, a, t, o in zip(completions, answers, types, options, strict=True)]
+    metas = _column(metadata, n, "metadata")
+    return [score_completion(completion_text(c), a, t, o, extract, percent, accepted_answers(m))
+            for c, a, t, o, m in zip(completions, answers, types, options, metas, strict=True)]
 
 
 def make_accuracy(extract: str = STRICT, percent: str = "either", name: str | None = None) -> Callable[..., list]:
@@ -290,8 +337,8 @@ def make_accuracy(extract: str = STRICT, percent: str = "either", name: str | No
     if percent not in PERCENT_MODES:
         raise ValueError(f"unknown percent mode {percent!r}; expected one of {', '.join(PERCENT_MODES)}")
 
-    def reward(completions, answer, answer_type=None, choices=None, **kwargs):
-        return _accuracy(completions, answer, answer_type, choices, extract, percent)
+    def reward(completions, answer, answer_type=None, choices=None, metadata=None, **kwargs):
+        return _accuracy(completions, answer, answer_type, choices, extract, percent, metadata)
 
     reward.__name__ = reward.__qualname__ = name or f"accuracy_{extract}"
     reward.__doc__ = f"TRL reward: accuracy with answer extraction mode {extract!r}, percent mode {percent!r}."
@@ -300,7 +347,8 @@ def make_accuracy(extract: str = STRICT, percent: str = "either", name: str | No
 
 accuracy = make_accuracy(STRICT, name="accuracy")
 accuracy.__doc__ = ("TRL reward: 1.0 per completion whose answer in the answer slot (`<answer>`, else `\\boxed{}`) "
-                    "matches `answer`, 0.0 otherwise, None without a ground truth.")
+                    "matches `answer` (or, for text and number answers, one in `metadata.answers`), 0.0 "
+                    "otherwise, None without a ground truth.")
 accuracy_boxed = accuracy
 accuracy_strict = make_accuracy("tag", name="accuracy_strict")
 accuracy_strict.__doc__ = "TRL reward: as `accuracy`, but only an answer inside `<answer>...</answer>` counts."

@@ -9,6 +9,8 @@ objects."; `rftcli.rewards.numeric.sentence_number`). Anything else - "2.5", "3 
 4 spheres", "-1", "50%", "abc3" - scores 0. A row whose ground truth is not a count, or whose
 `answer_type` is given and is not `number`, abstains (None), so `count` can sit beside `accuracy` on a
 mixed dataset. Unlike `accuracy` it never reads a percent as a fraction and never calls math_verify.
+As in `accuracy`, a count among the row's accepted alternatives (`metadata.answers`, see
+`rftcli.rewards.accuracy.accepted_answers`) is paid as `answer` is.
 
 Examples:
     >>> count(["<answer>three</answer>", "<answer>There are 3 cups.</answer>", "I see 4", "<answer>2.5</answer>"],
@@ -26,6 +28,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rftcli.rewards.accuracy import accepted_answers
 from rftcli.rewards.numeric import NUMBER_WORDS, parse_number, sentence_number
 from rftcli.rewards.text import EXTRACT_MODES, LENIENT, STRICT, completion_text, find_answer
 
@@ -53,24 +56,31 @@ def parse_count(text: str | None) -> int | None:
     return _whole(sentence_number(text))
 
 
+def _alternative_counts(metadata: Any) -> set[int]:
+    return {c for c in map(parse_count, accepted_answers(metadata)) if c is not None}
+
+
 def make_count(extract: str = STRICT, name: str | None = None) -> Callable[..., list]:
     """A count reward with answer extraction mode `extract` (see `rftcli.rewards.text.find_answer`)."""
     if extract not in EXTRACT_MODES:
         raise ValueError(f"unknown extraction mode {extract!r}; expected one of {', '.join(EXTRACT_MODES)}")
 
     def reward(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[Any] | None = None,
-               **kwargs: Any) -> list[float | None]:
-        if len(answer) != len(completions):
-            raise ValueError(f"column 'answer' has {len(answer)} values for {len(completions)} completions")
-        types = list(answer_type) if answer_type is not None else [None] * len(completions)
+               metadata: Sequence[Any] | None = None, **kwargs: Any) -> list[float | None]:
+        n = len(completions)
+        for name, column in (("answer", answer), ("metadata", metadata)):
+            if column is not None and len(column) != n:
+                raise ValueError(f"column {name!r} has {len(column)} values for {n} completions")
+        types = list(answer_type) if answer_type is not None else [None] * n
+        metas = list(metadata) if metadata is not None else [None] * n
         out: list[float | None] = []
-        for completion, gold_text, kind in zip(completions, answer, types, strict=True):
+        for completion, gold_text, kind, meta in zip(completions, answer, types, metas, strict=True):
             gold = None if kind not in (None, "", "number") else parse_count(None if gold_text is None else str(gold_text))
             if gold is None:
                 out.append(None)
                 continue
             pred = parse_count(find_answer(completion_text(completion), extract))
-            out.append(1.0 if pred == gold else 0.0)
+            out.append(1.0 if pred is not None and (pred == gold or pred in _alternative_counts(meta)) else 0.0)
         return out
 
     reward.__name__ = reward.__qualname__ = name or ("count" if extract == STRICT else f"count_{extract}")

@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rftcli.rewards.accuracy import score_completion
+from rftcli.rewards.accuracy import accepted_answers, score_completion
 from rftcli.rewards.text import completion_text
 
 CACHE_FRACTION = 0.2
@@ -116,18 +116,20 @@ def make_cosine_length(max_tokens: int | None = None, min_wrong: float = -1.0, m
     def reward(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[Any] | None = None,
                choices: Sequence[Any] | None = None, completion_ids: Sequence[Any] | None = None,
                num_tokens: Sequence[Any] | None = None, max_new_tokens: Sequence[Any] | None = None,
-               **kwargs: Any) -> list[float | None]:
+               metadata: Sequence[Any] | None = None, **kwargs: Any) -> list[float | None]:
         n = len(completions)
         lengths = token_lengths(n, completion_ids, num_tokens, name)
         limits = _limits(n, max_tokens, max_new_tokens, name)
         types = list(answer_type) if answer_type is not None else [None] * n
         options = list(choices) if choices is not None else [None] * n
-        if not len(answer) == len(types) == len(options) == n:
+        metas = list(metadata) if metadata is not None else [None] * n
+        if not len(answer) == len(types) == len(options) == len(metas) == n:
             raise ValueError(f"{name}: answer columns do not have {n} values")
         out: list[float | None] = []
-        for c, gold, kind, opts, length, limit in zip(completions, answer, types, options, lengths, limits,
-                                                      strict=True):
-            verdict = score_completion(completion_text(c), gold, kind, opts, extract)
+        for c, gold, kind, opts, meta, length, limit in zip(completions, answer, types, options, metas, lengths,
+                                                            limits, strict=True):
+            verdict = score_completion(completion_text(c), gold, kind, opts, extract,
+                                       alternatives=accepted_answers(meta))
             out.append(None if verdict is None else cosine_scaled(length, limit, verdict == 1.0, min_wrong,
                                                                   max_wrong, min_correct, max_correct))
         return out

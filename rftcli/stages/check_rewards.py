@@ -21,6 +21,10 @@ named, and counts agreement:
             wrong: a box at IoU ~0.1, normalised coordinates against a pixel answer, two slots, only
             inside `<think>`
 
+A number or text row with accepted alternatives (`metadata.answers`, see docs/data.md) also gets the first
+alternative that differs from the answer as a right form and the answer and that alternative in two slots
+as a wrong one; its wrong forms never use an accepted answer (the neighbour steps past them).
+
 Every form has a think block and, where it is right, its answer in the answer slot (`<answer>` or
 `\\boxed{}`), so it is right under every extraction mode. A reward pays a form when its value is at least
 `PAID` (1 for pass/fail rewards; `iou` pays the shifted box ~0.9 and the IoU-0.1 box 0.1). It agrees with
@@ -149,14 +153,18 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _number_forms(gold: str) -> list[Form]:
-    from rftcli.rewards.numeric import parse_number
+def _number_forms(gold: str, accepted: Sequence[str] = ()) -> list[Form]:
+    from rftcli.rewards.numeric import numbers_equal, parse_number
 
     number = parse_number(gold)
     if number is None:
         return []
     pct = "%" if number.percent else ""
-    neighbour = _fmt(number.value + 1) + pct
+    taken = [n for n in map(parse_number, accepted) if n is not None]
+    step = 1
+    while any(numbers_equal(parse_number(_fmt(number.value + step) + pct), n) for n in taken):
+        step += 1  # a neighbour that is an accepted answer is not wrong
+    neighbour = _fmt(number.value + step) + pct
     bare = re.fullmatch(r"-?[\d.,/]+%?", gold) is not None
     whole = number.value.is_integer() and not number.percent and number.value >= 0
     forms = [Form("plain", _slot(gold), True), Form("boxed", f"{_THINK}The answer is \\boxed{{{gold}}}.", True),
@@ -222,13 +230,15 @@ def _choice_forms(gold: str, choices: Sequence[str] | None) -> list[Form]:
     return forms
 
 
-def _text_forms(gold: str, others: Sequence[str]) -> list[Form]:
+def _text_forms(gold: str, others: Sequence[str], accepted: Sequence[str] = ()) -> list[Form]:
     from rftcli.rewards.accuracy import normalize_text
 
     key = normalize_text(gold)
     if not key:
         return []
+    taken = {normalize_text(a) for a in accepted}
     other = next((o for o in [*others, *_OTHER_TEXT] if normalize_text(o) and normalize_text(o) != key
+                  and normalize_text(o) not in taken
                   and key not in normalize_text(o) and normalize_text(o) not in key), None)
     forms = [Form("plain", _slot(gold), True), Form("upper case", _slot(gold.upper()), True),
              Form("full stop", _slot(f"{gold}."), True), Form("boxed", f"{_THINK}So \\boxed{{{gold}}}.", True),
@@ -294,22 +304,41 @@ def _box_forms(gold: str, size: tuple[int, int] | None) -> list[Form]:
     return forms
 
 
+def _alternative(gold: str, kind: str, accepted: Sequence[str]) -> str | None:
+    """The first accepted answer that is not `gold` read as `kind`, and reads as that kind."""
+    from rftcli.rewards.accuracy import normalize_text
+    from rftcli.rewards.numeric import numbers_equal, parse_number
+
+    for alt in accepted:
+        if kind == "number":
+            a, g = parse_number(alt), parse_number(gold)
+            if a is not None and g is not None and not numbers_equal(a, g):
+                return alt
+        elif normalize_text(alt) and normalize_text(alt) != normalize_text(gold):
+            return alt
+    return None
+
+
 def render_forms(row: dict[str, Any], others: Sequence[str] = ()) -> list[Form]:
     """The right and wrong completions for one dataset row (see the module docstring); [] when the row's
     answer cannot be rendered. `others` are other answers of the same type, for wrong text answers."""
-    from rftcli.rewards.accuracy import infer_answer_type
+    from rftcli.rewards.accuracy import accepted_answers, infer_answer_type
 
     gold = "" if row.get("answer") is None else str(row["answer"]).strip()
     if not gold:
         return []
     choices = row.get("choices")
     kind = (row.get("answer_type") or "").strip().lower() or infer_answer_type(gold, choices)
-    if kind == "number":
-        return _number_forms(gold)
+    if kind in ("number", "text"):
+        accepted = accepted_answers(row.get("metadata"))
+        forms = _number_forms(gold, accepted) if kind == "number" else _text_forms(gold, others, accepted)
+        alt = _alternative(gold, kind, accepted)
+        if forms and alt is not None:
+            forms += [Form("accepted alternative", _slot(alt), True),
+                      Form("two accepted answers", _two_slots(gold, alt), False)]
+        return forms
     if kind == "choice":
         return _choice_forms(gold, [str(c) for c in choices] if choices is not None else None)
-    if kind == "text":
-        return _text_forms(gold, others)
     if kind == "math":
         return _math_forms(gold)
     if kind == "box":
