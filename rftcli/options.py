@@ -5,17 +5,44 @@ options to a Typer command's own parameters, and the command receives them in `*
 from the stage's config (`rftcli.config.defaults`), so each command shows its own stage's default.
 
     training(defaults)  LoRA, QLoRA and the optimizer, checkpoints and logging: sft-coldstart, train-grpo
+
+Single options shared by several commands are annotated types (`OutOpt`, `ConfigOpt`, `SeedOpt`, ...), spelled
+the same in every command.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 Group = list[tuple[str, Any, Any]]
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of settings; flags given here win.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output path.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N rows/prompts.")]
+DatasetOpt = Annotated[Path | None, typer.Option("--dataset", "-d", help="Input dataset Parquet file.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Hub id, local folder or builtin:NAME.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Dataset split to use.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")]
+RemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow model code from the checkpoint.")]
+AllowPickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="Load weights stored only as pickle files (.bin/.pt), which can run code; off: safetensors only.")]
+RewardOpt = Annotated[list[str] | None, typer.Option(
+    "--reward", "-r", help="NAME[=WEIGHT], repeatable; NAME is built-in, pkg.module:fn or file.py:fn.")]
+MaxPromptLengthOpt = Annotated[int, typer.Option(
+    "--max-prompt-length", help="Most tokens a prompt may have, text and images (capped at the model's context "
+    "length); a longer one is refused, naming its row, before weights load.")]
+MaxPixelsOpt = Annotated[int | None, typer.Option(
+    "--max-pixels", help="Shrink images above this many pixels before use (default: the processor's limit, at most "
+    "1003520).")]
+MinPixelsOpt = Annotated[int | None, typer.Option(
+    "--min-pixels", help="The processor enlarges images below this many pixels (default: its own).")]
 
 
 def with_options(*groups: Group) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
