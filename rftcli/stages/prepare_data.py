@@ -3,7 +3,7 @@ data in the layouts the field publishes (`--input PATH`, `--format auto|rows|lla
 clevr|refcoco|scienceqa|aokvqa|chartqa|vqa|mmbench|ai2d|wemath|ocrbench`; `rftcli.formats` documents every container and layout).
 Writes the `dataset` table (see `rftcli.schema`).
 
-Splits (`--split-from`):
+Splits (`--split-from`; `rftcli.splits`):
     source     the default: a row keeps the split its source gives it (a file named <split>-NNNNN-of-NNNNN,
                CLEVR_<split>_questions.json, MathVista testmini, InterGPS train/val/test folders, a DatasetDict
                split, a `split` column; `rftcli.formats` lists them), mapped onto train, val and test; rows
@@ -48,7 +48,6 @@ Choices this stage makes:
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -59,13 +58,14 @@ from typing import Any, TypeVar
 
 from rftcli.atomic import check_output, output_of
 from rftcli.contamination import row_hash
-from rftcli.formats import BadRow, Context, Record, Where, split_name
+from rftcli.formats import BadRow, Context, Record, Where
 from rftcli.formats.build import RowBuilder, raw_json
 from rftcli.formats.prompt import resolve_instruction, resolve_system
 from rftcli.formats.registry import FORMATS, resolve_layout
 from rftcli.images import PIL_DEFAULT_MAX_PIXELS, ImageProcessor
 from rftcli.manifest import make_manifest
 from rftcli.schema import TableWriter
+from rftcli.splits import SPLITS, assign_split, copy_out, cross_split, row_split, scratch_schema
 from rftcli.tasks import TASKS, disjoint_splits
 
 __all__ = ["BadRow", "Config", "Result", "assign_split", "run"]
@@ -75,7 +75,6 @@ _BATCH_BYTES = 64 << 20
 _BOX_FORMATS = ("auto", "xyxy", "xywh")
 _BOX_UNITS = ("auto", "pixel", "normalized", "norm1000")
 _SPLIT_FROM = ("source", "hash")
-SPLITS = ("train", "val", "test")
 T = TypeVar("T")
 
 
@@ -212,16 +211,6 @@ class Result:
     seconds: float = 0.0
 
 
-def assign_split(row_id: str, test_fraction: float, val_fraction: float) -> str:
-    """Deterministic split from a hash of the id: stable across runs, machines and row order."""
-    u = int.from_bytes(hashlib.sha256(row_id.encode()).digest()[:8], "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction:
-        return "val"
-    return "train"
-
-
 def _parse_value(text: str) -> Any:
     for cast in (int, float):
         try:
@@ -317,80 +306,6 @@ def _input_rows(config: Config, info: dict[str, Any]) -> Iterator[tuple[Record |
             yield record, BadRow(record.where, "a value nested too deeply (lists or objects inside each other)")
 
 
-def _split(config: Config, row: dict[str, Any], record: Record | None) -> tuple[str, str] | BadRow:
-    """The row's split and where it came from (see the module docstring)."""
-    if "split" in row:  # a built-in task's
-        return row["split"], "task (disjoint by content)"
-    source = row.get("_source_split")
-    if source is not None:
-        try:
-            source = split_name(source)
-        except ValueError as err:
-            if config.split_from == "source":
-                return BadRow(record.where, str(err), column="split")
-            source = None
-    if source is not None and config.split_from == "source":
-        return source, "source"
-    split = assign_split(row["id"], config.test_fraction, config.val_fraction)
-    return split, "id hash (source test)" if source == "test" else "id hash"
-
-
-def _scratch_schema():
-    """The dataset schema as stored, plus the row's content hash and where its split came from (kept only
-    until the output is copied)."""
-    import pyarrow as pa
-
-    from rftcli.schema import schema_for
-
-    return pa.schema([f.with_nullable(True) for f in schema_for("dataset")]
-                     + [pa.field("_content", pa.binary()), pa.field("_origin", pa.string())])
-
-
-def _cross_split(scratch: Path, first_rank: dict[bytes, int], drop: bool) -> tuple[list[bool], dict[str, Any]]:
-    """Which scratch rows to keep (all but cross-split duplicates with `drop`), and the manifest's `splits`
-    entry: rows per split and per origin of the split, source test rows put in train, cross-split
-    duplicates per pair ("test~train": rows of the later split repeating the earlier) and rows dropped."""
-    import pyarrow.parquet as pq
-
-    columns = pq.read_table(scratch, columns=["split", "_content", "_origin"])
-    keep: list[bool] = []
-    splits: dict[str, int] = {}
-    origins: dict[str, int] = {}
-    pairs: dict[str, int] = {}
-    test_in_train = 0
-    for split, content, origin in zip(*(columns[c].to_pylist() for c in ("split", "_content", "_origin")),
-                                      strict=True):
-        earlier = first_rank[content]
-        repeat = earlier < SPLITS.index(split)
-        if repeat:
-            pair = f"{split}~{SPLITS[earlier]}"
-            pairs[pair] = pairs.get(pair, 0) + 1
-        keep.append(not (repeat and drop))
-        if keep[-1]:
-            splits[split] = splits.get(split, 0) + 1
-            test_in_train += origin == "id hash (source test)" and split == "train"
-            origin = origin.removesuffix(" (source test)")
-            origins[origin] = origins.get(origin, 0) + 1
-    return keep, {"rows": splits, "from": origins, "source_test_in_train": test_in_train,
-                  "cross_split_duplicates": pairs, "cross_split_dropped": keep.count(False)}
-
-
-def _copy_out(scratch: Path, writer: TableWriter, keep: list[bool]) -> None:
-    """The scratch file's rows that `keep` marks, into the output, a row group at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    offset = 0
-    for batch in pq.ParquetFile(scratch).iter_batches(batch_size=1024):
-        table = pa.Table.from_batches([batch]).drop_columns(["_content", "_origin"])
-        mask = keep[offset:offset + table.num_rows]
-        offset += table.num_rows
-        if not all(mask):
-            table = table.filter(pa.array(mask))
-        if table.num_rows:
-            writer.write_table(table)
-
-
 def run(config: Config) -> Result:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -417,7 +332,7 @@ def run(config: Config) -> Result:
     exchanges = (0, 0)
     batch: list[dict[str, Any]] = []
     batch_bytes = 0
-    schema = _scratch_schema()
+    schema = scratch_schema()
     scratch = out.with_name(f".{out.name}.rows.tmp")  # beside the output: it holds every image once more
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -434,7 +349,7 @@ def run(config: Config) -> Result:
                 if config.limit is not None and len(seen_ids) >= config.limit:
                     break
                 if isinstance(row, dict):
-                    split = _split(config, row, record)
+                    split = row_split(row, record, config.split_from, config.test_fraction, config.val_fraction)
                     if isinstance(split, BadRow):
                         row = split
                     else:
@@ -479,9 +394,9 @@ def run(config: Config) -> Result:
                 raise ValueError(f"{config.input or config.task}: no rows to write{why}")
             scratch_writer.close()
             # Known only now: the manifest records where splits came from and the duplicates across them.
-            keep, manifest["splits"] = _cross_split(scratch, first_rank, config.drop_cross_split_duplicates)
+            keep, manifest["splits"] = cross_split(scratch, first_rank, config.drop_cross_split_duplicates)
             with TableWriter(out, "dataset", manifest, overwrite=config.overwrite) as writer:
-                _copy_out(scratch, writer, keep)
+                copy_out(scratch, writer, keep)
     except BaseException as err:
         if output_of(err) is None:  # the scratch file's errors (a full disk) are the output's
             err._rftcli_output = out
