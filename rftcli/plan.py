@@ -17,9 +17,11 @@ The model of memory (bytes; "16-bit" is bf16 or fp16):
 - activations saved for backward, per decoder layer and token (`ACT_H` x hidden + `ACT_I` x MLP width +
   `ACT_Q` x attention widths, times the element size); with gradient checkpointing only each layer's input is
   kept plus one layer's activations while it is recomputed. Attention is SDPA/flash: no tokens x tokens matrix.
-- logits: TRL computes the completion tokens' logits for a whole micro-batch (batch x completion x vocab, 16-bit)
-  and keeps the log-softmax for backward, `LOGIT_COPIES` copies at the peak of backward. Offline train-grpo and
-  rftcli's own log-probs (rftcli/logprobs.py) work in chunks of positions instead: chunk x vocab fp32.
+- logits: train-grpo (online through TRL's GRPOTrainer, offline through rftcli's trainer) computes log-probs with
+  TRL's fused LM head, which never holds whole logits: tiles of at most 4,096 tokens x 32,768 vocabulary columns,
+  `TILE_COPIES` fp32 temporaries in backward (on CUDA it scores the completion tokens only, elsewhere every
+  position). rftcli's own log-probs (rollout, rftcli/logprobs.py) also work in chunks. sft-coldstart (TRL's
+  SFTTrainer) computes the whole micro-batch's logits, batch x sequence x vocab, `LOGIT_COPIES` copies.
 - generation: the KV cache of the whole generation batch (batch x grad_accum completions) at prompt +
   completion length, and the prefill's transient one-layer working set.
 - the vision tower on the worst-case batch's images: no gradients unless LoRA reaches it, so one block's
@@ -43,14 +45,15 @@ GIB = 1024 ** 3
 ACT_H = 20  # saved tensors per token per layer, in hidden-size units (norm inputs in fp32 count twice)
 ACT_I = 4  # gate, up, act(gate), act(gate) * up
 ACT_Q = 3  # q, k, v after rotary and k, v repeated to the query heads, attention output
-LOGIT_COPIES = 3  # log-softmax kept for backward, its gradient, the gradient of the logits
+LOGIT_COPIES = 5  # SFT: 16-bit logits, their fp32 upcast, the log-softmax kept for backward, its gradient
+TILE_TOKENS, TILE_VOCAB = 4096, 32768  # TRL's fused LM head: token x vocabulary tiles (trl.kernels.chunked_logprob)
+TILE_COPIES = 9  # fp32 temporaries of one tile in its backward (logits, scaled, log p, p, gradient terms)
 VIS_H = 8
 VIS_I = 3
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weight, 8-bit absmax per 64, fp32 per 256 absmax
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context and kernels, outside the allocator
 ALLOCATOR_MARGIN = 0.08  # fragmentation and cached blocks of PyTorch's CUDA allocator
 DEFAULT_MIN_PIXELS = 56 * 56
-CHUNK_POSITIONS = 1024  # rftcli.logprobs.DEFAULT_CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -374,12 +377,13 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
         act_full = layers * micro * seq * per_token_layer
         act_ckpt = layers * micro * seq * h * e + micro * seq * per_token_layer
     activations = act_ckpt if s.gradient_checkpointing else act_full
-    chunked = s.stage in ("train-grpo-offline", "rollout")
-    logit_tokens = micro * (completion if s.stage != "sft-coldstart" else seq)
+    chunked = s.stage != "sft-coldstart"
+    # TRL's fused LM head scores the completion tokens on CUDA, every position elsewhere (no Triton).
+    logit_tokens = micro * (completion if s.stage != "sft-coldstart" and s.device == "cuda" else seq)
     if not training:
         logits = 0.0
     elif chunked:
-        logits = min(logit_tokens, CHUNK_POSITIONS) * vocab * 4 * LOGIT_COPIES
+        logits = min(logit_tokens, TILE_TOKENS) * min(vocab, TILE_VOCAB) * (4 * TILE_COPIES + e)
     else:
         logits = logit_tokens * vocab * e * LOGIT_COPIES
     # Generation: online GRPO generates batch x grad_accum completions at once; rollout its batch.
@@ -387,6 +391,10 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     gen_batch = micro * s.grad_accum if s.stage == "train-grpo" else micro
     kv_cache = 2 * layers * kvd * seq * gen_batch * e if generates else 0.0
     prefill = gen_batch * prompt * (4 * h + 3 * i) * e if generates else 0.0
+    if generates and s.device == "cpu":
+        # On the CPU, the last position's LM head in generate runs as a batched matmul that copies the head's
+        # weight once per sequence (measured by bench/plan_calibration.py); CUDA broadcasts it without a copy.
+        prefill += gen_batch * vocab * h * e
     # Vision: one block's working set on the batch's images, and the merged embeddings.
     vis_patches = sample.patches * max(micro, gen_batch if generates else 0)
     vision = vis_patches * (VIS_H * model.vision_hidden + VIS_I * model.vision_intermediate) * e
@@ -409,7 +417,7 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
          f"{'with' if s.gradient_checkpointing else 'without'} gradient checkpointing; "
          f"{'without' if s.gradient_checkpointing else 'with'}: {other_ckpt / GIB:.2f} GiB"),
         ("logits and log-probs", logits,
-         f"{'in chunks of ' + str(CHUNK_POSITIONS) + ' positions' if chunked else 'whole micro-batch'}: "
+         f"{'fused LM head, tiles of at most 4,096 x 32,768' if chunked else 'whole micro-batch'}: "
          f"{logit_tokens:,} tokens x {vocab:,} vocab"),
         ("KV cache (generation)", kv_cache, f"{gen_batch} sequences x {seq:,} tokens" if generates else "no generation"),
         ("vision tower", vision, f"{sample.image_tokens:,} image tokens ({sample.patches:,} patches) per sample"),
