@@ -127,7 +127,7 @@ class AllocatorPeak:
     def __exit__(self, *exc):
         self.prof.__exit__(*exc)
         events = [e for e in self.prof.profiler.kineto_results.events() if e.name() == "[memory]"
-                  and e.device_type() == 0]  # DeviceType.CPU
+                  and e.device_type().name == "CPU"]
         events.sort(key=lambda e: e.start_ns())
         running = peak = 0
         for e in events:
@@ -315,7 +315,7 @@ def render(rows: list[dict], args) -> str:
              f"--batch-size {args.batch_size}{' --gradient-checkpointing' if args.gradient_checkpointing else ''} "
              "--rows bench/plan_calibration.jsonl --results bench/RESULTS.md` (the table holds every row of the "
              "--rows file; each row's own settings are in its columns). Random bf16 weights at the published widths with few layers; one online "
-             "train-grpo step (qlora: NF4 base; lora: bf16 base) or one rollout batch. Measured: model tensors at the "
+             "train-grpo step (qlora: NF4 base; lora: bf16 base). Measured: model tensors at the "
              "start + the peak of the allocator's cumulative allocations (torch.profiler, profile_memory=True), median "
              "and min-max over the repeats; predicted: `rftcli.plan` for the same settings on CPU.",
              "",

@@ -177,3 +177,21 @@ def test_the_first_grpo_step_holds_the_longest_sample(tmp_path, dataset):
     first_batch = list(trainer._get_train_sampler())[:config.batch_size]
     used = used_rows(path, "train").to_pylist()
     assert {used[i]["id"] for i in first_batch[:2]} == {longest_id}
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl-7b-instruct", "qwen3-vl-8b-instruct"])
+def test_calibration_cuts_text_and_vision_depth_alike(name):
+    import importlib.util
+
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    spec = importlib.util.spec_from_file_location("plan_calibration", ROOT / "bench" / "plan_calibration.py")
+    calibration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration)
+    config = calibration.cut_config(name, 2)
+    shape = plan.shape(config)
+    assert (shape.layers, shape.vision_depth) == (2, 2)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    assert shape.params == sum(p.numel() for p in model.parameters())
