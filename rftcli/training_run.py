@@ -149,7 +149,8 @@ class WorkFolder:
     """Newest complete checkpoint to continue from, or None for a fresh start."""
 
 
-def run_record(config: Any, manifest: Mapping[str, Any], ignore: tuple[str, ...] = ("resume", "overwrite", "allow_pickle")
+def run_record(config: Any, manifest: Mapping[str, Any],
+               ignore: tuple[str, ...] = ("resume", "overwrite", "allow_pickle", "gpu_memory", "preflight")
                ) -> dict[str, Any]:
     """What must not change between a run and its resumption: each setting (as its CLI flag) and each
     input's content hash."""
