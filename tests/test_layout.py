@@ -138,3 +138,23 @@ def test_the_check_finds_circles_through_function_level_and_package_imports(tmp_
     (pkg / "b.py").write_text("def f():\n    return None\n")
     (pkg / "sub" / "plug.py").write_text("from demo.low import X\n")
     assert circles(import_graph(pkg)[0]) == []
+
+
+def line_counts(package: Path) -> dict[str, int]:
+    return {name: len(path.read_text().splitlines()) for name, path in modules(package).items()}
+
+
+def test_modules_are_short_enough_to_hold_in_mind():
+    counts = line_counts(PACKAGE)
+    assert counts["rftcli.cli"] < 300, f"rftcli/cli.py has {counts['rftcli.cli']} lines: move a command into rftcli/commands/"
+    long = {name: n for name, n in counts.items() if n > 500}
+    assert not long, f"modules over 500 lines (split where they hold two subjects): {long}"
+
+
+def test_line_counts_count_every_line(tmp_path):
+    pkg = tmp_path / "demo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "long.py").write_text("x = 1\n" * 501)
+    (pkg / "short.py").write_text("'''doc'''\n\nx = 1")  # no final newline: still 3 lines
+    assert line_counts(pkg) == {"demo": 0, "demo.long": 501, "demo.short": 3}
