@@ -47,7 +47,7 @@ def test_doctor_reports_versions_devices_and_what_it_would_use():
     from rftcli import __version__, doctor
 
     info = doctor.report()
-    assert set(info) == {"versions", "platform", "devices", "bitsandbytes", "vllm", "torchvision", "defaults"}
+    assert set(info) == {"versions", "platform", "devices", "bitsandbytes", "vllm", "torchvision", "defaults", "storage"}
     assert set(doctor.LIBRARIES) | {"python", "rftcli"} == set(info["versions"])
     assert info["versions"]["rftcli"] == __version__
     assert info["versions"]["torch"] == torch.__version__
