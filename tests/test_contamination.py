@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from rftcli.contamination import lineage_of, row_hash, table_hashes
 from rftcli.manifest import read_checkpoint_manifest
 from rftcli.schema import read_table
+
 from .conftest import TINY
 
 
