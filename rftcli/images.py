@@ -67,10 +67,15 @@ def check_table_images(path: Path, table, max_image_pixels: int = PIL_DEFAULT_MA
     """Raise a ValueError naming file, row and column for the first image of `table` (a dataset,
     rollouts or scores table) that has no bytes, cannot be read, or is over `max_image_pixels`. `rows`: the
     file's row number of each of `table`'s rows, where `table` holds only the rows a stage will use."""
+    checked: set[bytes] = set()  # digests of bytes already decoded: a rollouts group repeats its prompt's image G times
     for row, j, data in _stored_images(table):
         where = f"{path}: row {row if rows is None else rows[row]}, column 'images' (image {j})"
         if not data:
             raise ValueError(f"{where}: no image bytes (only a path); rftcli prepare-data stores images in the table")
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest in checked:
+            continue
+        checked.add(digest)
         try:
             with _own_bomb_check(), Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
