@@ -100,7 +100,9 @@ SIZES: dict[str, TinyQwenSize] = {
 
 def builtin_names() -> list[str]:
     """Names accepted by `build`, without the "builtin:" prefix."""
-    return list(SIZES)
+    from rftcli.families import FAMILIES
+
+    return [*SIZES, *FAMILIES]
 
 
 def is_builtin(spec: str) -> bool:
@@ -124,13 +126,20 @@ def build(spec_or_name: str, out_dir: str | Path, seed: int = 0) -> Path:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from trl.chat_template_utils import qwen2_5_vl_chat_template
 
+    from rftcli.families import FAMILIES, build_family
+
     name = spec_or_name.removeprefix(BUILTIN_PREFIX)
-    if name not in SIZES:
+    if name not in SIZES and name not in FAMILIES:
         raise ValueError(f"unknown builtin model {spec_or_name!r}; known: {', '.join(builtin_names())}")
-    size = SIZES[name]
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists and is not an empty folder")
+    if name in FAMILIES:
+        remove_stale_temporaries(out)
+        with atomic_output(out, overwrite=out.exists(), directory=True) as tmp:
+            build_family(name, Path(tmp), seed)
+        return out
+    size = SIZES[name]
 
     ensure_processor_loads_without_torchvision()
     tokenizer = _build_tokenizer()
@@ -196,6 +205,14 @@ def build(spec_or_name: str, out_dir: str | Path, seed: int = 0) -> Path:
 
 def _build_tokenizer():
     """Train the byte-level BPE on the synthetic corpus and wrap it as a `Qwen2Tokenizer`."""
+    return build_tokenizer()
+
+
+def build_tokenizer(special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS, eos_token: str = "<|im_end|>",
+                    pad_token: str = "<|endoftext|>", bos_token: str | None = None, tokenizer_class=None):
+    """Train the byte-level BPE on the synthetic corpus with `special_tokens` first (ids 0..n-1, in order) and
+    wrap it as `tokenizer_class` (default `Qwen2Tokenizer`; another class must take vocab and merges the same
+    way), with REASONING_TOKENS added as ordinary tokens. The same inputs give the same tokenizer."""
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
     from transformers import AddedToken
@@ -214,7 +231,7 @@ def _build_tokenizer():
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE - len(REASONING_TOKENS),
-        special_tokens=list(QWEN_SPECIAL_TOKENS),  # ids 0..13, in this order
+        special_tokens=list(special_tokens),  # ids 0..n-1, in this order
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         min_frequency=2,
         show_progress=False,
@@ -222,13 +239,14 @@ def _build_tokenizer():
     bpe.train_from_iterator(_corpus(), trainer)
     model_json = json.loads(bpe.to_str())["model"]
 
-    tokenizer = Qwen2Tokenizer(
+    tokenizer = (tokenizer_class or Qwen2Tokenizer)(
         vocab=model_json["vocab"],
         merges=[tuple(merge) for merge in model_json["merges"]],
         unk_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=list(QWEN_SPECIAL_TOKENS),
+        eos_token=eos_token,
+        pad_token=pad_token,
+        **({"bos_token": bos_token} if bos_token else {}),
+        extra_special_tokens=list(special_tokens),
         padding_side="left",
         model_max_length=4096,
     )

@@ -1,0 +1,27 @@
+"""Built-in tiny models of the VLM families users bring, beyond Qwen2.5-VL (`rftcli.tiny_model`).
+
+Each family module builds, in-process and offline, a few-hundred-thousand-parameter model of that family's real
+architecture class with random weights, a byte-level BPE tokenizer trained here (`tiny_model.build_tokenizer`)
+holding the family's own special tokens, the family's real processor class and chat template, and saves it all
+with `save_pretrained` so that it loads with the Auto classes like a Hub checkpoint.
+
+    FAMILIES   builtin name -> "module:function"; the function is `build(out_dir: Path, seed: int) -> None`
+               and writes model and processor into `out_dir` (an empty temporary folder that
+               `tiny_model.build` renames into place)
+
+`tiny_model.build` dispatches here for every name not in `tiny_model.SIZES`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+FAMILIES: dict[str, str] = {}
+"""Built-in model name (without "builtin:") -> "rftcli.families.<module>:<function>"."""
+
+
+def build_family(name: str, out_dir: Path, seed: int) -> None:
+    """Build the built-in family model `name` into the empty folder `out_dir`."""
+    module, function = FAMILIES[name].split(":")
+    getattr(import_module(module), function)(out_dir, seed)
