@@ -55,6 +55,8 @@ def prepare_data(
         "Splits of --input rows: source (the source's own where it has one, else id hash) or hash."))] = PD.split_from,
     drop_cross_split_duplicates: Annotated[bool, typer.Option(
         "--drop-cross-split-duplicates", help="Drop rows repeating an earlier split's content (train, val, test).")] = False,
+    exclude: Annotated[list[Path] | None, typer.Option(help=(
+        "Dataset file whose items (prompt, images, answer) must not appear in the output; repeatable."))] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of rows in the test split.")] = PD.test_fraction,
     val_fraction: Annotated[float, typer.Option(help="Share of rows in the val split.")] = PD.val_fraction,
     limit: LimitOpt = None,

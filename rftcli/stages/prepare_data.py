@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rftcli.atomic import check_output, output_of
-from rftcli.contamination import row_hash
+from rftcli.errors import first_line
+from rftcli.contamination import row_hash, table_hashes
 from rftcli.formats import BadRow, Context, Record, Where
 from rftcli.formats.build import RowBuilder, raw_json
 from rftcli.formats.prompt import resolve_instruction, resolve_system
@@ -130,6 +131,9 @@ class Config:
     or hash (the id hash for every row)."""
     drop_cross_split_duplicates: bool = False
     """Drop rows whose content repeats a row of an earlier split (train, then val, then test)."""
+    exclude: tuple[Path, ...] = ()
+    """Dataset files whose items (prompt, images, answer; any split) must not appear in the output: a built-in
+    task draws again, an --input row is dropped and counted. For evaluation sets that training never saw."""
     test_fraction: float = 0.1
     """Share of rows assigned to the test split (by id hash)."""
     val_fraction: float = 0.0
@@ -206,6 +210,8 @@ class Result:
     """Rows of a later split repeating an earlier split's content, per pair ("test~train")."""
     cross_split_dropped: int = 0
     """Of those, rows removed (--drop-cross-split-duplicates)."""
+    excluded: int = 0
+    """--input rows dropped because an --exclude file holds their item (a built-in task draws again instead)."""
     dropped_exchanges: tuple[int, int] = (0, 0)
     """Later questions of multi-exchange conversations left out (llava keeps the first), and the rows they were in."""
     seconds: float = 0.0
@@ -235,7 +241,22 @@ def shuffled(items: Iterable[T], buffer: int, seed: int) -> Iterator[T]:
     yield from held
 
 
-def _synthetic(config: Config) -> Iterator[dict[str, Any]]:
+def excluded_items(paths: tuple[Path, ...]) -> frozenset[bytes]:
+    """The content hashes (`row_hash`) of every row of the --exclude dataset files."""
+    import pyarrow.parquet as pq
+
+    hashes: set[bytes] = set()
+    for path in paths:
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=256, columns=["prompt", "answer", "images"])
+            for batch in batches:
+                hashes.update(table_hashes(batch))
+        except (OSError, ValueError, KeyError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path}: cannot read it as a dataset for --exclude ({first_line(err)})") from None
+    return frozenset(hashes)
+
+
+def _synthetic(config: Config, excluded: frozenset[bytes] = frozenset()) -> Iterator[dict[str, Any]]:
     knobs = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in config.task_options)}
     if config.instruction is not None:
         knobs["instruction"] = resolve_instruction(config.instruction)
@@ -243,7 +264,7 @@ def _synthetic(config: Config) -> Iterator[dict[str, Any]]:
     try:
         draws = TASKS[config.task](2**62, config.seed, **knobs)  # an endless stream: repeats are drawn again
         split_of = lambda row_id: assign_split(row_id, config.test_fraction, config.val_fraction)  # noqa: E731
-        for row in disjoint_splits(draws, config.num, split_of):
+        for row in disjoint_splits(draws, config.num, split_of, excluded=excluded):
             if system and not row.get("system"):
                 row["system"] = system
             yield row
@@ -312,15 +333,18 @@ def run(config: Config) -> Result:
 
     start = time.time()
     out = Path(config.out)
-    check_output(out, config.overwrite, inputs=[config.input])
+    check_output(out, config.overwrite, inputs=[config.input, *config.exclude])
     rejects_path = config.rejects_path if config.skip_bad and config.input is not None else None
     if rejects_path is not None:
         check_output(rejects_path, config.overwrite, inputs=[config.input])
     inputs = {"input": config.input} if config.input else {}
+    inputs.update({f"exclude{i}": path for i, path in enumerate(config.exclude)})
     manifest = make_manifest("prepare-data", config, inputs, seed=config.seed)
+    excluded = excluded_items(config.exclude)
+    excluded_rows = 0
     info: dict[str, Any] = {}
     if config.task is not None:
-        rows = ((None, row) for row in _synthetic(config))
+        rows = ((None, row) for row in _synthetic(config, excluded))
         if config.shuffle:
             rows = shuffled(rows, config.shuffle_buffer, config.seed)
     else:
@@ -376,6 +400,9 @@ def run(config: Config) -> Result:
                     seen_keys.add(dedupe_key)
                 if "_content" not in row:  # a built-in task's rows carry theirs
                     row["_content"] = row_hash(row)
+                if row["_content"] in excluded:
+                    excluded_rows += 1
+                    continue
                 rank = SPLITS.index(row["split"])
                 if first_rank.setdefault(row["_content"], rank) > rank:
                     first_rank[row["_content"]] = rank
@@ -395,6 +422,9 @@ def run(config: Config) -> Result:
             scratch_writer.close()
             # Known only now: the manifest records where splits came from and the duplicates across them.
             keep, manifest["splits"] = cross_split(scratch, first_rank, config.drop_cross_split_duplicates)
+            if config.exclude:
+                manifest["excluded"] = {"files": [str(p) for p in config.exclude], "items": len(excluded),
+                                        "input_rows_dropped": excluded_rows}
             with TableWriter(out, "dataset", manifest, overwrite=config.overwrite) as writer:
                 copy_out(scratch, writer, keep)
     except BaseException as err:
@@ -410,7 +440,7 @@ def run(config: Config) -> Result:
                   rejects_path=rejects_path if rejects.count else None, duplicates=duplicates,
                   layout=info.get("layout"), container=info.get("container"), split_sources=report["from"],
                   source_test_in_train=report["source_test_in_train"], cross_split=report["cross_split_duplicates"],
-                  cross_split_dropped=report["cross_split_dropped"], dropped_exchanges=exchanges,
+                  cross_split_dropped=report["cross_split_dropped"], excluded=excluded_rows, dropped_exchanges=exchanges,
                   seconds=time.time() - start)
 
 
@@ -425,6 +455,8 @@ def describe(result: Result) -> list[tuple[str, Any]]:
     if result.cross_split_dropped:
         pairs += f" ({result.cross_split_dropped} dropped)"
     lines.append(("cross-split duplicates", pairs or "0"))
+    if result.excluded:
+        lines.append(("rows in --exclude files", f"{result.excluded} dropped"))
     if result.layout:  # built-in tasks are neither deduplicated nor rejected from
         lines += [("input", f"{result.container}, layout {result.layout}"), ("duplicates dropped", result.duplicates)]
         if result.dropped_exchanges[0]:

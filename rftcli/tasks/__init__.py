@@ -27,11 +27,12 @@ TASKS = {"counting": counting.generate, "comparison": comparison.generate, "arit
          "grounding": grounding.generate}
 
 
-def disjoint_splits(rows: Iterator[dict], n: int, split_of: Callable[[str], str], max_redraws: int = 10_000
-                    ) -> Iterator[dict]:
+def disjoint_splits(rows: Iterator[dict], n: int, split_of: Callable[[str], str], max_redraws: int = 10_000,
+                    excluded: frozenset[bytes] = frozenset()) -> Iterator[dict]:
     """The first `n` rows of `rows` (an endless stream of draws) with ids renumbered and `split` set so that no
-    item is in two splits (see the module docstring); each row also carries `_content`, its content hash."""
-    owner: dict[bytes, str] = {}
+    item is in two splits (see the module docstring); each row also carries `_content`, its content hash. A draw
+    whose content hash is in `excluded` (items of other files, `prepare-data --exclude`) is drawn again."""
+    owner: dict[bytes, str] = dict.fromkeys(excluded, "excluded")
     kept = redrawn = 0
     for row in rows:
         if kept == n:
@@ -45,7 +46,7 @@ def disjoint_splits(rows: Iterator[dict], n: int, split_of: Callable[[str], str]
             if redrawn > max_redraws:
                 raise ValueError(f"task {row['task']}: {max_redraws:,} draws in a row repeated items of other splits "
                                  f"after {kept:,} rows; the task has too few distinct items to fill every split "
-                                 "without sharing one: widen it with --task-option (e.g. image_size, max_count) or "
+                                 "without sharing one (or repeating an --exclude file's item): widen it with --task-option (e.g. image_size, max_count) or "
                                  "lower --num")
             continue
         redrawn = 0
