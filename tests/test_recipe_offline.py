@@ -69,6 +69,9 @@ def test_offline_rounds_recipe(tmp_path):
         online = read_checkpoint_manifest(out / f"round{r}/online/grpo")
         assert online["inputs"]["dataset"]["path"] == f"out/round{r}/prompts.parquet"
         assert online["config"]["max_steps"] == 2 and online["config"]["num_generations"] == 2
+        for mode in ("offline", "online"):  # round prompts are drawn with --exclude data.parquet
+            (summary,) = json.loads((out / f"round{r}/{mode}/eval/summary.json").read_text())["models"].values()
+            assert summary["contamination"]["recorded"] and summary["contamination"]["trained_rows"] == 0
     # Each round draws new prompts (ids carry the draw's seed) and images.
     first, second = (read_table(out / f"round{r}/prompts.parquet", "dataset").table for r in (1, 2))
     assert not set(first["id"].to_pylist()) & set(second["id"].to_pylist())
