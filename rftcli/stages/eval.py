@@ -43,6 +43,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.contamination import eval_report, table_hashes
+from rftcli.families.support import refuse
 from rftcli.limits import (
     DEFAULT_MAX_PROMPT_LENGTH,
     ImageShrinker,
@@ -311,6 +312,7 @@ def run(config: Config, progress: bool = True) -> Result:
     reward_names = [r.name for r in rewards]
     for spec in config.models:  # every model's files, before the first is evaluated
         check_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
+        refuse("eval", spec)  # a family the stack cannot run
     # Before any weights load: images over the pixel budget shrunk, every prompt within each model's budget.
     budgets = [PromptBudget(spec, max_prompt_length=config.max_prompt_length, max_pixels=config.max_pixels,
                             min_pixels=config.min_pixels, trust_remote_code=config.trust_remote_code,

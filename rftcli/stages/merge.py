@@ -31,6 +31,7 @@ from typing import Any
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.contamination import merged_record
+from rftcli.families.support import refuse
 from rftcli.manifest import make_manifest, write_checkpoint_manifest
 from rftcli.tasks import INSTRUCTION
 
@@ -135,6 +136,7 @@ def run(config: Config) -> Result:
     check_output(config.out, config.overwrite, inputs=[config.adapter, config.base])
     if not is_adapter(str(config.adapter)):
         raise ValueError(f"{config.adapter}: not an adapter folder (no adapter_config.json)")
+    refuse("merge", str(config.adapter), config.base)  # a family the stack cannot run
     loaded = load_model(str(config.adapter), base=config.base, dtype="float32",
                         trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     model = loaded.model.eval()

@@ -44,6 +44,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from rftcli.atomic import check_output
+from rftcli.families.support import refuse
 from rftcli.limits import (
     DEFAULT_MAX_PROMPT_LENGTH,
     ImageShrinker,
@@ -351,6 +352,7 @@ def run(config: Config, progress: bool = True) -> Result:
 
         require_vllm()
     check_output(config.out, config.overwrite, inputs=[config.dataset, config.model, config.base])
+    refuse("rollout", config.model, config.base)  # a family the stack cannot run, before any work
     table = used_rows(config.dataset, config.split, config.limit)
     manifest = make_manifest("rollout", config, {"dataset": config.dataset, "model": config.model}, seed=config.seed)
     policy_hash = manifest["inputs"]["model"]["hash"]  # content hash (a hub id or built-in name: as given)

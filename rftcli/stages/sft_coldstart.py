@@ -48,6 +48,7 @@ import pyarrow as pa
 
 from rftcli.atomic import check_output
 from rftcli.contamination import table_hashes, training_record
+from rftcli.families.support import refuse
 from rftcli.images import check_table_images
 from rftcli.limits import (
     DEFAULT_MAX_PROMPT_LENGTH,
@@ -305,6 +306,7 @@ def run(config: Config) -> Result:
     )
 
     check_output(config.out, config.overwrite, inputs=[config.dataset, config.eval_dataset, config.model])
+    refuse("sft-qlora" if config.load_in_4bit else "sft-lora", config.model)  # a family the stack cannot run
     table, read = sft_rows(config.dataset, config.split, config.min_reward, config.reward_column, config.limit)
     if table.num_rows == 0:
         kept = f" with {config.reward_column} >= {config.min_reward:g}" if config.min_reward is not None else ""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from rftcli.atomic import check_output
 from rftcli.contamination import offline_hashes, table_hashes, training_record
+from rftcli.families.support import refuse
 from rftcli.limits import (
     DEFAULT_MAX_PROMPT_LENGTH,
     ImageShrinker,
@@ -407,6 +408,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
 def run(config: Config) -> Result:
     # Before the heavy imports: a refusal comes at once.
     check_output(config.out, config.overwrite, inputs=[config.dataset, config.rollouts, config.model])
+    refuse("grpo-offline" if config.rollouts else "grpo-online", config.model)  # a family the stack cannot run
     from rftcli.training import (
         attach_progress,
         discard,

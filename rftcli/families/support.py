@@ -1,0 +1,105 @@
+"""Which stages run on which model family: the support table, its Markdown matrix, and the refusals it drives.
+
+    SUPPORT    built-in model name -> Row(model_type, refusals): the transformers `model_type` of the family
+               (config.json's), and for each cell the stack cannot run, the one-line reason. A cell not listed
+               passes; tests/test_families.py runs every cell on the built-in model and holds the table to it.
+    CELLS      build, rollout, score, sft-lora, sft-qlora, grpo-online, grpo-offline, merge, eval
+    matrix()   the table as Markdown (family x cell, "yes" or "no: reason"), the block README.md holds
+               between `<!-- families:start -->` and `<!-- families:end -->`; `python -m rftcli.families
+               --matrix` prints it
+    refuse(cell, model, base)   a stage calls it before loading: a model of a family whose cell is refused
+               (a built-in name, a folder, an adapter on one, or a hub id in the local cache) raises ValueError
+               with the reason, so the CLI exits 2 before any work
+
+A family's row is keyed by `model_type`, so a real checkpoint of that architecture meets the same refusal as
+the built-in tiny model of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CELLS = ("build", "rollout", "score", "sft-lora", "sft-qlora", "grpo-online", "grpo-offline", "merge", "eval")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One family's line of the support table."""
+
+    model_type: str
+    """config.json's `model_type` of the family (e.g. "qwen2_5_vl"); the key a user's checkpoint is matched by."""
+    refusals: dict[str, str] = field(default_factory=dict)
+    """Cell -> why rftcli refuses it on this stack (one line, no final period). Cells not listed pass."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.refusals) - set(CELLS))
+        if unknown:
+            raise ValueError(f"unknown cell(s) {', '.join(unknown)}; cells are {', '.join(CELLS)}")
+
+    def cells(self) -> dict[str, str | None]:
+        """Every cell -> None (passes) or the refusal reason."""
+        return {cell: self.refusals.get(cell) for cell in CELLS}
+
+
+SUPPORT: dict[str, Row] = {
+    "tiny-qwen2.5-vl": Row("qwen2_5_vl"),
+}
+"""Built-in model name (without "builtin:") -> its family's support row; one entry per family."""
+
+
+def matrix() -> str:
+    """The support table as a Markdown table: one line per family, one column per cell."""
+    lines = ["| model | " + " | ".join(CELLS) + " |", "|---" * (len(CELLS) + 1) + "|"]
+    for name, row in SUPPORT.items():
+        cells = [("no: " + reason) if reason else "yes" for reason in row.cells().values()]
+        lines.append(f"| `builtin:{name}` ({row.model_type}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def refusal(cell: str, model_type: str | None) -> str | None:
+    """Why `cell` is refused for models of `model_type`, or None when it runs (or the type has no row)."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; cells are {', '.join(CELLS)}")
+    for row in SUPPORT.values():
+        if row.model_type == model_type and row.refusals.get(cell):
+            return row.refusals[cell]
+    return None
+
+
+def model_type_of(spec: str, base: str | None = None) -> str | None:
+    """config.json's `model_type` of a model argument (an adapter's base for an adapter); None when it has no
+    local config.json (a hub id not in the cache)."""
+    from rftcli import loading
+
+    path = loading.resolve(spec)
+    if loading.is_adapter(path):
+        return model_type_of(loading.adapter_base(path, base))
+    config = Path(path, "config.json")
+    if not config.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(path, "config.json")
+        except ValueError:  # not a repo id either
+            return None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # the loader's own checks name a damaged file
+    return data.get("model_type") if isinstance(data, dict) else None
+
+
+def refuse(cell: str, spec: str, base: str | None = None) -> None:
+    """Raise ValueError ("<cell> is not supported for <model_type> models: <reason>") when the table refuses
+    `cell` for the family of model argument `spec`."""
+    if not any(row.refusals.get(cell) for row in SUPPORT.values()):
+        return  # nothing to look up: the model is not even resolved
+    model_type = model_type_of(spec, base)
+    reason = refusal(cell, model_type)
+    if reason:
+        raise ValueError(f"{spec}: {cell} is not supported for {model_type} models on this stack: {reason}")
