@@ -136,9 +136,10 @@ def encode_prompts(processor: Any, rows: Sequence[Mapping[str, Any]], device: st
     texts = [processor.apply_chat_template(prompt_messages(r), add_generation_prompt=True, tokenize=False)
              for r in rows]
     images = [decode_images(r) for r in rows]
-    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    # The chat template writes every special token (Gemma's puts <bos> first); the tokenizer adds none again.
+    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True, "add_special_tokens": False}
     if any(images):
-        kwargs["images"] = [img for imgs in images for img in imgs]
+        kwargs["images"] = images  # one list per prompt: Gemma 3 and Idefics3 take a flat list as one prompt's
     return processor(**kwargs).to(device)
 
 
@@ -184,7 +185,7 @@ def prompt_length(processor: Any, row: Mapping[str, Any]) -> int:
     from PIL import Image
 
     text = processor.apply_chat_template(prompt_messages(row), add_generation_prompt=True, tokenize=False)
-    n = len(processor.tokenizer(text)["input_ids"])
+    n = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
     images = row.get("images") or []
     counter = getattr(processor, "_get_num_multimodal_tokens", None)
     if images and counter is not None:

@@ -191,16 +191,20 @@ def _dtype(name: str):
 
 
 def quantization_config(dtype: str = "auto"):
-    """NF4 with double quantization; vision tower and lm_head stay in full precision.
+    """NF4 with double quantization; the vision side (tower and projector, under any of the family names in
+    `rftcli.model_parts.VISION_MODULES`: Qwen's `visual`, Gemma 3's `vision_tower` and `multi_modal_projector`,
+    Idefics3's `vision_model` and `connector`, ...) and lm_head stay in full precision.
 
-    Module names match from the start of the qualified name, so the vision tower is `model.visual`:
-    the bare name "visual" silently matches nothing.
+    transformers matches a skip name from the start of the qualified name (or as its suffix), so the bare name
+    "visual" silently matches nothing inside `model.visual`; a regex with an optional leading path does.
     """
     from transformers import BitsAndBytesConfig
 
+    from rftcli.model_parts import vision_module_pattern
+
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=_dtype(dtype),
-                              llm_int8_skip_modules=["model.visual", "visual", "lm_head"])
+                              llm_int8_skip_modules=[vision_module_pattern(), "lm_head"])
 
 
 def _disable_cpu_repack(model: Any) -> None:

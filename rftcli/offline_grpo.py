@@ -232,16 +232,24 @@ class RolloutCollator:
                  "rewards_per_func": torch.tensor([r["rewards"] for r in rows], dtype=torch.float32),
                  "completion_lengths": torch.tensor([len(r["completion_ids"]) for r in rows], dtype=torch.float32),
                  "num_images": [len(r["images"] or []) for r in rows]}
-        for key in ("pixel_values", "image_grid_thw"):
-            if key in enc:
-                batch[key] = enc[key]
-        for key in ("token_type_ids", "mm_token_type_ids"):
-            if key in enc:  # text positions: the completion extends them with zeros
-                batch[key] = torch.cat([enc[key], torch.zeros_like(ids)], dim=1)
+        for key, value in enc.items():
+            if key in _TOKEN_TYPE_KEYS:  # text positions: the completion extends them with zeros
+                batch[key] = torch.cat([value, torch.zeros_like(ids)], dim=1)
+            elif key not in ("input_ids", "attention_mask"):
+                batch[key] = value  # the image side as the processor gave it (see _forward_inputs)
         return batch
 
 
-_FORWARD_KEYS = ("pixel_values", "image_grid_thw", "token_type_ids", "mm_token_type_ids")
+_TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
+# The collated batch's own fields; every other key is a processor output the forward takes as it is (pixel_values,
+# Qwen's image_grid_thw, LLaVA-OneVision's image_sizes and batch_num_images, Idefics3's pixel_attention_mask, ...).
+_BATCH_FIELDS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "old_per_token_logps",
+                 "advantages", "rewards_per_func", "completion_lengths", "num_images")
+
+
+def _forward_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The processor outputs of a collated batch that the model's forward takes beside input ids and mask."""
+    return {k: v for k, v in inputs.items() if k not in _BATCH_FIELDS}
 
 
 def completion_logps(model: Any, inputs: dict[str, Any], entropy: bool = True):
@@ -253,7 +261,7 @@ def completion_logps(model: Any, inputs: dict[str, Any], entropy: bool = True):
     t = completion_ids.size(1)
     labels = input_ids.masked_fill(attention_mask == 0, -100)                                   # [N, P+T]
     labels[:, :-t] = -100
-    extra = {k: inputs[k] for k in _FORWARD_KEYS if k in inputs}
+    extra = _forward_inputs(inputs)
     out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **extra)
     logps = out.log_probs[:, -t:]                                                               # [N, T]
     return logps, (out.entropy[:, -t:] if entropy else None)

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from rftcli.chat import response_text
+from rftcli.model_parts import LANGUAGE_MODULES, VISION_MODULES, model_parts
 from rftcli.training_run import (
     RUN_RECORD,
     WANDB_ID_FILE,
@@ -119,26 +120,6 @@ def lora_config(r: int, alpha: int, dropout: float, vision: bool = False, target
     targets = f"(?:{LANGUAGE_TARGETS})|(?:{VISION_TARGETS})" if vision else LANGUAGE_TARGETS
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or targets,
                       task_type="CAUSAL_LM")
-
-
-# Where the parts of a transformers-5 vision-language model live, by attribute name. Checked against
-# Qwen2/2.5/3-VL, GLM-4V (`visual`), LLaVA(-NeXT/-OneVision), Gemma 3, PaliGemma, InternVL, Mistral 3,
-# LFM2-VL, Florence-2 (`vision_tower` + `multi_modal_projector`), Idefics3 / SmolVLM (`text_model`,
-# `vision_model`, `connector`), Mllama (`vision_model`), Janus (`aligner`).
-LANGUAGE_MODULES = ("language_model", "text_model")
-VISION_MODULES = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector", "aligner")
-
-
-def model_parts(model: Any) -> dict[str, list[str]]:
-    """Qualified names of the language model and of the vision side (tower and projector) of `model`;
-    the outermost module of each listed name, so nested towers are not counted twice."""
-    parts: dict[str, list[str]] = {"language": [], "vision": []}
-    for name, _ in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        part = "language" if leaf in LANGUAGE_MODULES else "vision" if leaf in VISION_MODULES else None
-        if part and not any(name.startswith(p + ".") for ps in parts.values() for p in ps):
-            parts[part].append(name)
-    return parts
 
 
 def lora_target_modules(model: Any, vision: bool = False, names: str | None = None) -> str:

@@ -17,7 +17,10 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-FAMILIES: dict[str, str] = {}
+FAMILIES: dict[str, str] = {
+    "tiny-internvl": "rftcli.families.internvl:build",
+    "tiny-llava-onevision": "rftcli.families.llava_onevision:build",
+}
 """Built-in model name (without "builtin:") -> "rftcli.families.<module>:<function>"."""
 
 

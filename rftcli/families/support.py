@@ -45,6 +45,7 @@ class Row:
 
 SUPPORT: dict[str, Row] = {
     "tiny-qwen2.5-vl": Row("qwen2_5_vl"),
+    "tiny-gemma3": Row("gemma3"),
 }
 """Built-in model name (without "builtin:") -> its family's support row; one entry per family."""
 
