@@ -20,6 +20,7 @@ from pathlib import Path
 FAMILIES: dict[str, str] = {
     "tiny-internvl": "rftcli.families.internvl:build",
     "tiny-llava-onevision": "rftcli.families.llava_onevision:build",
+    "tiny-gemma3": "rftcli.families.gemma3:build",
 }
 """Built-in model name (without "builtin:") -> "rftcli.families.<module>:<function>"."""
 
