@@ -18,6 +18,9 @@ from importlib import import_module
 from pathlib import Path
 
 FAMILIES: dict[str, str] = {
+    "tiny-qwen2-vl": "rftcli.families.qwen:build_qwen2_vl",
+    "tiny-qwen3-vl": "rftcli.families.qwen:build_qwen3_vl",
+    "tiny-qwen3.5": "rftcli.families.qwen:build_qwen3_5",
     "tiny-internvl": "rftcli.families.internvl:build",
     "tiny-llava-onevision": "rftcli.families.llava_onevision:build",
     "tiny-gemma3": "rftcli.families.gemma3:build",

@@ -45,6 +45,9 @@ class Row:
 
 SUPPORT: dict[str, Row] = {
     "tiny-qwen2.5-vl": Row("qwen2_5_vl"),
+    "tiny-qwen2-vl": Row("qwen2_vl"),
+    "tiny-qwen3-vl": Row("qwen3_vl"),
+    "tiny-qwen3.5": Row("qwen3_5"),
     "tiny-gemma3": Row("gemma3"),
 }
 """Built-in model name (without "builtin:") -> its family's support row; one entry per family."""
