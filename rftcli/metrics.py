@@ -103,11 +103,12 @@ def majority_index(keys: Sequence[Hashable]) -> int | None:
     return next(i for i, k in enumerate(keys) if k is not None and votes[k] == top)
 
 
-def vote(samples: Sequence[Row]) -> tuple[bool, str | None]:
-    """maj@k of one prompt's samples (ordered by sample_index): (correct, the winning answer)."""
+def vote(samples: Sequence[Row], mode: str = STRICT) -> tuple[bool, str | None]:
+    """maj@k of one prompt's samples (ordered by sample_index): (correct, the winning answer). `mode` is the
+    extraction mode `correct` was decided by ("whole" for eval's direct-answer prompts)."""
     first = samples[0]
     # The answer slot only, as `correct` is decided: a number elsewhere in the text casts no vote.
-    preds = [find_answer(s["completion"], STRICT, first["answer_type"]) for s in samples]
+    preds = [find_answer(s["completion"], mode, first["answer_type"]) for s in samples]
     keys = [answer_key(p, first["answer"], first["answer_type"], first["choices"]) for p in preds]
     i = majority_index(keys)
     return (False, None) if i is None else (bool(samples[i]["correct"]), preds[i])
@@ -121,9 +122,9 @@ def group_prompts(rows: Iterable[Row]) -> dict[str, list[Row]]:
     return {pid: sorted(samples, key=lambda s: s["sample_index"]) for pid, samples in groups.items()}
 
 
-def prompt_outcomes(rows: Iterable[Row]) -> dict[str, tuple[bool, str | None]]:
+def prompt_outcomes(rows: Iterable[Row], mode: str = STRICT) -> dict[str, tuple[bool, str | None]]:
     """Per prompt id: (correct by majority vote, the voted answer)."""
-    return {pid: vote(samples) for pid, samples in group_prompts(rows).items()}
+    return {pid: vote(samples, mode) for pid, samples in group_prompts(rows).items()}
 
 
 # ---------------------------------------------------------------- plain statistics
@@ -191,14 +192,15 @@ def accuracy_by(rows: Iterable[Row], groups_of) -> dict[str, float]:
 # ---------------------------------------------------------------- one model, several models
 
 def summarize(rows: Sequence[Row], seconds: float, category_key: str = "category",
-              reward_names: Sequence[str] = ()) -> dict[str, Any]:
-    """The summary of one model's rows: every number the report shows for it.
+              reward_names: Sequence[str] = (), mode: str = STRICT) -> dict[str, Any]:
+    """The summary of one model's rows: every number the report shows for it (`mode`: the extraction mode
+    of the votes, as `vote`).
 
     `accuracy` is the mean correctness over all samples, which is pass@1 (k = 1 of the estimator).
     """
     prompts = group_prompts(rows)
     n = min(len(s) for s in prompts.values())
-    outcomes = {pid: vote(s) for pid, s in prompts.items()}
+    outcomes = {pid: vote(s, mode) for pid, s in prompts.items()}
     tokens = [r["num_tokens"] for r in rows]
     return {
         "rows": len(rows),

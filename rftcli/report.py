@@ -10,6 +10,8 @@ Charts:
     lengths.png    response-length distribution, one panel per model, with the max_new_tokens limit
     training.png   reward and KL over steps (one line per metrics file; the KL panel says when KL was
                    off), and each run's loss on its own axis (only with --metrics)
+    grid.png       accuracy per model and set, one bar per prompt variant (only with several sets or
+                   prompts; `rftcli.eval_grid`)
 """
 
 from __future__ import annotations
@@ -137,9 +139,14 @@ def terminal_tables(summary: Mapping[str, Any]) -> list[Any]:
             t.add_row(*r)
         return t
 
+    from rftcli.eval_grid import grid_tables
+
     samples = summary["samples"]
     how = "greedy" if samples == 1 else f"{samples} samples at temperature {summary['temperature']:g}"
-    tables = [make(f"eval on split {summary['split']}, {how}", *side_by_side(summary, "quality")),
+    tables = [make(title, header, rows) for title, header, rows in grid_tables(summary)]
+    where = (f" (set {next(iter(summary['sets']))}, prompt {next(iter(summary['prompts']))})"
+             if grid_tables(summary) else "")
+    tables += [make(f"eval on split {summary['split']}, {how}{where}", *side_by_side(summary, "quality")),
               make("response length and speed", *side_by_side(summary, "cost"))]
     key, title = _breakdown(summary)
     header, rows = group_table(summary, key)
@@ -293,6 +300,11 @@ def write_report(folder: Path, summary: Mapping[str, Any], lengths: Mapping[str,
     for other, name in (("accuracy_by_task", "task"), ("accuracy_by_answer_type", "answer type")):
         if other != key:
             md += [f"By {name}:", "", _md_table(*group_table(summary, other)), ""]
+    from rftcli.eval_grid import grid_markdown
+
+    grid_md, grid_charts = grid_markdown(summary, folder, Figure, _md_table)
+    md += grid_md
+    charts += grid_charts
     if summary["flips"]:
         md += ["## Flips", "", "Prompts whose answer changed from wrong to right (or back) between consecutive "
                "models; with several samples a prompt's answer is its majority vote. The ids are in "

@@ -9,12 +9,14 @@ Tables and what each stage adds (stages add columns, never rename or drop what c
                              logprobs, num_tokens, finish_reason, policy, policy_hash, backend,
                              temperature, top_p, top_k, max_new_tokens, seed
     scores    score          rollouts columns + reward (weighted total) + one reward_<name> per function
-    eval      eval           dataset columns except images + model, model_path, sample_index,
-                             completion, num_tokens, finish_reason, correct, format_ok, reward_<name>
+    eval      eval           dataset columns except images + model, model_path, set, prompt_variant,
+                             sample_index, completion, num_tokens, finish_reason, correct, format_ok,
+                             reward_<name>
     rejects   prepare-data   source, location, column, reason, raw (input rows --skip-bad left out)
 
 Every file carries in its Parquet key-value metadata:
-    rftcli.schema    "<kind>/<version>", checked on read
+    rftcli.schema    "<kind>/<version>", checked on read (`VERSIONS`: eval is at 2 since it gained `set`
+                     and `prompt_variant`; a version-1 eval table is refused, naming the stage to re-run)
     rftcli.manifest  JSON: stage, resolved config, inputs and hashes, package versions, seed
     huggingface      the `datasets` features, so `load_dataset("parquet", ...)` decodes images to PIL
 
@@ -46,6 +48,8 @@ from rftcli.table_checks import (  # noqa: F401  (ArtifactError, ANSWER_TYPES: i
 )
 
 SCHEMA_VERSION = 1
+VERSIONS = {"eval": 2}
+"""Kinds whose schema version moved past SCHEMA_VERSION (eval 2: the `set` and `prompt_variant` columns)."""
 SCHEMA_KEY = b"rftcli.schema"
 MANIFEST_KEY = b"rftcli.manifest"
 HF_KEY = b"huggingface"
@@ -101,6 +105,8 @@ SCORE_FIELDS: tuple[pa.Field, ...] = ROLLOUT_FIELDS + (
 EVAL_FIELDS: tuple[pa.Field, ...] = tuple(f for f in DATASET_FIELDS if f.name != "images") + (
     _f("model", pa.string(), False, "label of the evaluated model"),
     _f("model_path", pa.string(), False, "model argument as given"),
+    _f("set", pa.string(), False, "label of the evaluation set (--set-label; default the file's stem)"),
+    _f("prompt_variant", pa.string(), False, "prompt variant the row was asked under: dataset, direct, think or yours"),
     _f("sample_index", pa.int32(), False, "0 for greedy; 0..k-1 with --samples k"),
     _f("completion", pa.string(), False, "generated text"),
     _f("num_tokens", pa.int32(), False, "generated tokens"),
@@ -126,6 +132,11 @@ KINDS: dict[str, tuple[pa.Field, ...]] = {
 }
 # Kinds that may carry extra per-function reward columns.
 _REWARD_KINDS = {"scores", "eval"}
+
+
+def schema_version(kind: str) -> int:
+    """The version of `kind` tables this rftcli writes and reads."""
+    return VERSIONS.get(kind, SCHEMA_VERSION)
 
 
 def reward_field(name: str) -> pa.Field:
@@ -162,7 +173,7 @@ def hf_features(schema: pa.Schema) -> dict[str, Any]:
 
 def _with_metadata(schema: pa.Schema, kind: str, manifest: Mapping[str, Any]) -> pa.Schema:
     meta = {
-        SCHEMA_KEY: f"{kind}/{SCHEMA_VERSION}".encode(),
+        SCHEMA_KEY: f"{kind}/{schema_version(kind)}".encode(),
         MANIFEST_KEY: json.dumps(manifest, sort_keys=True).encode(),
         HF_KEY: json.dumps({"info": {"features": hf_features(schema)}}).encode(),
     }
@@ -284,8 +295,8 @@ def inspect_file(path: str | Path, kinds: tuple[str, ...]) -> tuple[str, dict[st
         raise ArtifactError(f"{path}: unknown rftcli.schema tag {tag!r}, expected {want}")
     if kind not in kinds:
         raise ArtifactError(f"{path}: is a {kind} table, expected {want}")
-    if version != str(SCHEMA_VERSION):
-        raise ArtifactError(f"{path}: {kind} schema version {version} is not the version {SCHEMA_VERSION} this "
+    if version != str(schema_version(kind)):
+        raise ArtifactError(f"{path}: {kind} schema version {version} is not the version {schema_version(kind)} this "
                             "rftcli reads; re-run the stage that made it with this rftcli")
     if CHECK_KEY in meta and meta[CHECK_KEY].decode(errors="replace") != _footer_digest(
             meta[SCHEMA_KEY], meta.get(MANIFEST_KEY, b"")):

@@ -12,7 +12,6 @@ from rftcli.limits import DEFAULT_MAX_PROMPT_LENGTH
 from rftcli.options import (
     AllowPickleOpt,
     ConfigOpt,
-    DatasetOpt,
     DtypeOpt,
     LimitOpt,
     MaxPixelsOpt,
@@ -30,10 +29,16 @@ EV = stage_defaults("eval")
 
 def eval_(
     ctx: typer.Context,
-    dataset: DatasetOpt = None,
+    dataset: Annotated[list[Path] | None, typer.Option(
+        "--dataset", "-d", help="Evaluation set (dataset Parquet file), repeatable; the first leads the summary.")] = None,
     models: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate, repeatable; the first is the baseline.")] = None,
     out: OutOpt = None,
     labels: Annotated[list[str] | None, typer.Option("--label", help="Name per --model, repeatable.")] = None,
+    set_labels: Annotated[list[str] | None, typer.Option(
+        "--set-label", help="Name per --dataset, repeatable (default: the file's stem).")] = None,
+    prompts: Annotated[list[str] | None, typer.Option(
+        "--prompt", help="Prompt variant, repeatable: dataset (as stored; the default), direct (direct-answer "
+                         "control), think, or NAME=TEXT (your instruction; {question} makes it a template).")] = None,
     preset: Annotated[str | None, typer.Option(help="Benchmark preset: mathvista, geometry3k, clevr-count, refcoco.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Dataset split, or all (default: test; presets: all).")] = None,
     samples: Annotated[int, typer.Option("--samples", "-k", help="Completions per prompt: 1 greedy; k > 1 gives pass@k and maj@k.")] = EV.samples,
@@ -61,7 +66,8 @@ def eval_(
     """Evaluate models side by side -> results.parquet, summary.json, flips.json, report.md (+ charts).
 
     Greedy, or --samples k for pass@k and maj@k; --preset for MathVista, Geometry3K, CLEVR counting or
-    RefCOCO data converted by prepare-data. Rerun a killed eval with the same settings to resume it.
+    RefCOCO data converted by prepare-data. Several -d sets and --prompt variants give one grid of
+    models x sets x prompts. Rerun a killed eval with the same settings to resume it.
 
     Example: rftcli eval -d data/counting.parquet -m builtin:small-qwen2.5-vl -m out/sft -m out/grpo --out out/eval
     """
@@ -80,13 +86,17 @@ def eval_(
                                       for k in rule["strict"]))
     from rftcli.contamination import warning
 
-    models = result.summary["models"]
-    out_console.print("evaluated rows seen in training: " + ", ".join(
-        f"{label} {s['contamination']['trained_rows']}" if s["contamination"]["recorded"] else f"{label} 0 (no record)"
-        for label, s in models.items()), highlight=False, soft_wrap=True)
-    for label, s in models.items():
-        if line := warning(label, s):
-            out_console.print(line, style="yellow", highlight=False, soft_wrap=True)
+    sets = list(result.summary["sets"])
+    for name in sets:  # contamination is a property of the rows: per set, under the first prompt
+        cells = {c["model"]: c for c in result.summary["grid"]
+                 if c["set"] == name and c["prompt"] == next(iter(result.summary["prompts"]))}
+        where = f" (set {name})" if len(sets) > 1 else ""
+        out_console.print(f"evaluated rows seen in training{where}: " + ", ".join(
+            f"{label} {c['contamination']['trained_rows']}" if c["contamination"]["recorded"] else f"{label} 0 (no record)"
+            for label, c in cells.items()), highlight=False, soft_wrap=True)
+        for label, c in cells.items():
+            if line := warning(label + where, c):
+                out_console.print(line, style="yellow", highlight=False, soft_wrap=True)
     resumed = [label for label, s in result.summary["models"].items() if s["resumed"]]
     if resumed:
         out_console.print(f"resumed: reused finished prompts of {', '.join(resumed)} from the work folder")

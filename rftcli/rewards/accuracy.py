@@ -327,7 +327,7 @@ def _accuracy(completions: Sequence[Any], answer: Sequence[Any], answer_type: Se
 
 
 def make_accuracy(extract: str = STRICT, percent: str = "either", name: str | None = None) -> Callable[..., list]:
-    """An accuracy reward with extraction mode `extract` (tag, boxed or any; see `find_answer`) and
+    """An accuracy reward with extraction mode `extract` (tag, boxed, any or whole; see `find_answer`) and
     percent reading `percent` (either, fraction or literal; see `rftcli.rewards.numeric`), e.g. in a
     file: `accuracy_pct = make_accuracy(percent="fraction", name="accuracy_pct")`."""
     from rftcli.rewards.numeric import PERCENT_MODES

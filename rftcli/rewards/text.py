@@ -17,11 +17,17 @@ The policy:
    glued to it (`3cm`, `90°`, `50%`).
 5. The lenient fallback is opt-in (mode "any", the `*_lenient` rewards): without a slot, the last
    "answer is B" / "(B)" for choice questions, every box for boxes, else the last whole-token number.
+6. The direct-answer rule (mode "whole", for prompts that ask for a bare answer, as `eval --prompt direct`
+   does): without a slot, the whole visible completion is the answer and must hold exactly one. For numbers
+   every whole-token number in it must be the same value ("3", "There are 3." pay; "3 or 4", "2 then 3"
+   do not; digits only inside words are no number); for choices, boxes, text and math the whole text goes
+   to the comparison, which refuses two options ("B or C"), two boxes, or extra words.
 
 `find_answer(text, mode, kind)` (`EXTRACT_MODES`):
     tag     only the `<answer>` block (`accuracy_strict`)
     boxed   the answer slot: `<answer>`, else `\\boxed{}` (`accuracy`, `count`, `iou`)
     any     the slot, else the lenient fallback (`accuracy_lenient`, `count_lenient`, `iou_lenient`)
+    whole   the slot, else the whole visible completion holding one answer (rule 6; `eval --prompt direct`)
 `extract_answer(text, fallback)` is mode "any" (fallback True) or "tag".
 
 Examples:
@@ -41,6 +47,8 @@ Examples:
     True
     >>> find_answer("So the answer is (C).", "any", kind="choice")
     'C'
+    >>> find_answer("There are 3.", "whole", kind="number"), find_answer("3 or 4", "whole", kind="number")
+    ('3', None)
     >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
     'hi'
 """
@@ -56,11 +64,13 @@ _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # "option B", which models also write about options they reject.
 _CHOICE_PHRASE = re.compile(r"(?i:answer)\s*(?i:is)?\s*:?\s*\**\s*\(?([A-J])\)?(?![A-Za-z0-9])")
 _CHOICE_PAREN = re.compile(r"\(([A-J])\)")
-EXTRACT_MODES = ("tag", "boxed", "any")
+EXTRACT_MODES = ("tag", "boxed", "any", "whole")
 STRICT = "boxed"
 """The extraction mode of the training rewards: the answer slot only."""
 LENIENT = "any"
 """The opt-in mode: the answer slot, else the last choice phrase / box / whole-token number."""
+WHOLE = "whole"
+"""The direct-answer mode: the answer slot, else the whole visible completion when it holds one answer."""
 # A number token: optional sign, thousands-separated or plain digits, decimals, a fraction, then at most a
 # percent sign or a short unit glued to it ("3cm", "90°"). Matched against a whole token only.
 _NUMBER_TOKEN = re.compile(
@@ -205,8 +215,36 @@ def find_answer(text: str, mode: str = STRICT, kind: str | None = None) -> str |
             return _one(boxed)
     if mode == "boxed":
         return None
+    if mode == WHOLE:
+        return whole_answer(visible, kind)
     if kind == "choice":
         return last_choice(visible) or last_number(visible)
     if kind == "box":
         return visible.strip() or None  # the box parser finds every box; more than one is a hedge
     return last_number(visible)
+
+
+def _number_value(token: str) -> object:
+    """A `number_tokens` token by value, so "3" and "3.0" agree: (value, percent), or the token itself."""
+    body = token.removesuffix("%").replace(",", "")
+    num, _, den = body.partition("/")
+    try:
+        value = float(num) / (float(den) if den else 1.0)
+    except (ValueError, ZeroDivisionError):
+        return token
+    return (float(f"{value:.9g}"), token.endswith("%"))
+
+
+def whole_answer(visible: str, kind: str | None = None) -> str | None:
+    """The answer of a completion written without an answer slot (rule 6 of the module docstring): for
+    numbers (`kind` number or unknown) the one value every whole-token number states, else None; for the
+    other kinds the whole text, for the comparison to read as one answer or refuse."""
+    text = visible.strip()
+    if not text:
+        return None
+    if kind in (None, "", "number"):
+        tokens = number_tokens(text)
+        if not tokens:  # number words ("three") are read by the comparison; digits inside words are no number
+            return None if any(c.isdigit() for c in text) else text
+        return tokens[-1] if len({_number_value(t) for t in tokens}) == 1 else None
+    return text

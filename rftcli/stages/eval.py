@@ -1,15 +1,18 @@
-"""eval: one or more checkpoints on a `dataset`, scored with the reward library, compared side by side.
+"""eval: one or more checkpoints on one or more `dataset`s under one or more prompts, scored with the
+reward library, compared side by side.
 
-Reads a `dataset` Parquet file and models (hub ids, folders, adapters, builtin:NAME). Writes a folder:
+Reads `dataset` Parquet files (evaluation sets, each under a label) and models (hub ids, folders, adapters,
+builtin:NAME). Writes a folder:
 
-    results.parquet   the `eval` table: one row per model, prompt and sample
-    summary.json      per model: accuracy (= pass@1) overall and by task / category / answer type,
+    results.parquet   the `eval` table: one row per model, set, prompt variant, prompt and sample
+    summary.json      per model (on the first set under the first prompt variant): accuracy (= pass@1) overall and by task / category / answer type,
                       pass@k and maj@k, strict-format rate, mean reward per reward function, mean and p95
                       response length, truncation rate, tokens/s; deltas of every model against the
                       first; flips (prompts that went wrong -> right or right -> wrong) between
                       consecutive models; per model, how many evaluated rows it or a model it was
                       trained from trained on and the accuracy on the others (`contamination`,
-                      `rftcli.contamination`); the resolved config (`manifest`)
+                      `rftcli.contamination`); the resolved config (`manifest`); `grid`, one cell
+                      per (model, set, prompt variant), with `sets` and `prompts` (`rftcli.eval_grid`)
     flips.json        the flipped prompts with both models' answers, for reading
     report.md         the same as tables, with PNG charts when matplotlib is installed (`rftcli.report`)
 
@@ -19,11 +22,12 @@ maj@k (`rftcli.metrics` defines both). Completion j of prompt `id` samples under
 run reproduces the same samples. A row is correct when the scorer reward (`accuracy` unless a preset
 says otherwise: the answer slot only) is 1.0; `summary.json` also gives strict and lenient accuracy side by
 side (`accuracy_rule`). Presets (`rftcli.benchmarks`) set the scorer, prompts, split and length for
-common benchmarks.
+common benchmarks. Prompt variants (`rftcli.prompt_variants`: dataset, direct, think, NAME=TEXT) ask the
+same rows in other words; direct-answer variants are scored by the direct-answer rule (`rftcli.eval_grid`).
 
 Resuming works as in `rollout` (`rftcli.shards`): each finished batch of each model is scored and
 written as a shard into `<out>.parts/`; a killed run restarted with the same settings and models skips
-the (model, prompt) pairs already there, and loads no model whose prompts are all done. The output
+the (model, set, prompt variant, prompt) items already there, and loads no model whose prompts are all done. The output
 folder is written atomically at the end and the work folder removed. tokens/s counts generation time
 recorded in the shards, so it survives a resume.
 """
@@ -43,6 +47,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rftcli.atomic import atomic_output, check_output
 from rftcli.contamination import eval_report, table_hashes
+from rftcli.eval_grid import EvalSet, grid_cell, rule_rewards, vote_mode
 from rftcli.families.support import refuse
 from rftcli.limits import (
     DEFAULT_MAX_PROMPT_LENGTH,
@@ -65,14 +70,20 @@ DEFAULT_CATEGORY_KEY = "category"
 
 @dataclass(frozen=True)
 class Config:
-    dataset: Path
-    """Input dataset Parquet file."""
+    dataset: tuple[Path, ...]
+    """Evaluation sets: dataset Parquet files (one, or several in a list). The first is the one the per-model
+    summary, flips and deltas describe."""
     models: tuple[str, ...]
     """Models to evaluate: hub ids, folders (full or adapter) or builtin:NAME. The first is the baseline."""
     out: Path
     """Output folder (results.parquet, summary.json, flips.json, report.md, charts)."""
     labels: tuple[str, ...] = ()
     """Names for the models in tables (default: the folder name or the argument)."""
+    set_labels: tuple[str, ...] = ()
+    """Names for the evaluation sets, one per dataset in order (default: each file's stem)."""
+    prompts: tuple[str, ...] = ("dataset",)
+    """Prompt variants: dataset (as stored), direct (direct-answer control), think, or NAME=TEXT (TEXT in
+    place of the instruction; with {question}: a template). The first is the one the per-model summary uses."""
     preset: str | None = None
     """Benchmark preset: mathvista, geometry3k, clevr-count, refcoco (sets the settings left unset)."""
     split: str | None = None
@@ -116,6 +127,17 @@ class Config:
     """Replace an existing output, and discard a work folder left by a run with other settings."""
 
     def __post_init__(self):
+        if isinstance(self.dataset, (str, Path)):  # one set
+            object.__setattr__(self, "dataset", (Path(self.dataset),))
+        if not self.dataset:
+            raise ValueError("give at least one --dataset")
+        if self.set_labels and len(self.set_labels) != len(self.dataset):
+            raise ValueError(f"got {len(self.set_labels)} set labels for {len(self.dataset)} datasets")
+        if len(set(self.set_names)) != len(self.dataset):
+            raise ValueError(f"set labels must be unique, got {', '.join(self.set_names)}; pass --set-label")
+        from rftcli.prompt_variants import parse_variants
+
+        parse_variants(self.prompts)  # an unknown or repeated variant: one line, before any work
         if not self.models:
             raise ValueError("give at least one --model")
         if self.labels and len(self.labels) != len(self.models):
@@ -144,6 +166,10 @@ class Config:
                 object.__setattr__(self, name, value)
         if preset and not self.rewards:
             object.__setattr__(self, "rewards", preset.rewards)
+
+    @property
+    def set_names(self) -> list[str]:
+        return list(self.set_labels) if self.set_labels else [Path(p).stem for p in self.dataset]
 
     @property
     def model_labels(self) -> list[str]:
@@ -198,19 +224,20 @@ def accuracy_rule(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def resume_key(config: Config, manifest: dict[str, Any]) -> dict[str, Any]:
-    """What decides the rows: inputs by content (each model under its label), the decoding and scoring
-    settings and the libraries that compute them. Batch size, category key and metrics files do not
-    change a row, so they may differ on resume."""
+    """What decides the rows: inputs by content (each model and set under its label), the sets' labels, the
+    prompt variants, the decoding and scoring settings and the libraries that compute them. Batch size,
+    category key and metrics files do not change a row, so they may differ on resume."""
     settings = ["preset", "split", "limit", "samples", "max_new_tokens", "scorer", "rewards", "dtype",
-                "trust_remote_code", "max_pixels", "min_pixels"]
+                "trust_remote_code", "max_pixels", "min_pixels", "prompts"]
     if config.samples > 1:  # greedy decoding ignores them
         settings += ["temperature", "top_p", "seed"]
     packages = {k: v for k, v in manifest["packages"].items() if k in ("torch", "transformers", "peft")}
     return {"stage": "eval", "inputs": {k: v["hash"] for k, v in manifest["inputs"].items()},
-            "settings": {k: manifest["config"][k] for k in settings}, "packages": packages}
+            "settings": {**{k: manifest["config"][k] for k in settings}, "sets": config.set_names},
+            "packages": packages}
 
 
-def _prompts(config: Config, table) -> tuple[list[dict[str, Any]], int]:
+def _prompts(config: Config, table, path: Path) -> tuple[list[dict[str, Any]], int]:
     """The rows to evaluate, prompts as the preset builds them, and how many rows the preset skipped."""
     from rftcli.benchmarks import build_prompt, get_preset, select_rows
 
@@ -218,17 +245,36 @@ def _prompts(config: Config, table) -> tuple[list[dict[str, Any]], int]:
     if not config.preset:
         return rows, 0
     preset = get_preset(config.preset)
-    kept = select_rows(preset, rows, str(config.dataset))
+    kept = select_rows(preset, rows, str(path))
     if not kept:
-        raise ValueError(f"{config.dataset}: no rows with answer_type {', '.join(preset.answer_types)} "
+        raise ValueError(f"{path}: no rows with answer_type {', '.join(preset.answer_types)} "
                          f"for preset {preset.name}")
     return [{**r, "prompt": build_prompt(preset, r)} for r in kept], len(rows) - len(kept)
 
 
-def _evaluate(config: Config, label: str, spec: str, prompts: Sequence[dict[str, Any]], rewards,
+def _load_sets(config: Config, variants, budgets, shrinker: ImageShrinker) -> list[EvalSet]:
+    """Every set's rows as each variant asks them, images within the pixel budget and every prompt within each
+    model's budget: checked before any weights load."""
+    sets = []
+    for label, path in zip(config.set_names, config.dataset, strict=True):
+        table = used_rows(path, config.split, config.limit)
+        hash_of = dict(zip(table["id"].to_pylist(), table_hashes(table), strict=True))  # for contamination
+        prompts, skipped = _prompts(config, table, path)
+        prompts = [{**p, "images": shrinker.images(p["images"])} for p in prompts]
+        asked = {v.name: [v.apply(p) for p in prompts] for v in variants}
+        positions = row_positions(path)
+        for budget in budgets:
+            for rows in asked.values():
+                budget.check(path, rows, positions)
+        sets.append(EvalSet(label, Path(path), asked, hash_of, skipped))
+    return sets
+
+
+def _evaluate(config: Config, label: str, spec: str, groups: Sequence[tuple[str, str, list[dict[str, Any]], list]],
               shards: ShardedOutput, manifest: dict[str, Any], progress: bool, done: int, total: int) -> None:
-    """Generate, score and write one model's remaining prompts, a shard per batch. Each shard's manifest
-    records its generation seconds, so tokens/s can be summed over a resumed run."""
+    """Generate, score and write one model's remaining prompts, a shard per batch of one (set, prompt variant)
+    group, scored with that variant's rewards. Each shard's manifest records its generation seconds, so
+    tokens/s can be summed over a resumed run."""
     import torch
 
     from rftcli.generation import SamplingSettings, generate
@@ -240,7 +286,6 @@ def _evaluate(config: Config, label: str, spec: str, prompts: Sequence[dict[str,
     loaded = load_model(spec, dtype=config.dtype, device=default_device(), trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     apply_image_budget(loaded.processor, config.max_pixels, config.min_pixels)
     model = loaded.model.eval()
-    scorer = rewards[0].name
 
     def sample(batch):
         t0 = time.perf_counter()
@@ -250,35 +295,39 @@ def _evaluate(config: Config, label: str, spec: str, prompts: Sequence[dict[str,
     with Progress(TextColumn(f"eval {label}"), BarColumn(), TextColumn("{task.completed}/{task.total} prompts"),
                   TimeRemainingColumn(), disable=not progress, transient=True) as bar:
         task = bar.add_task(label, total=total, completed=done)
-        for batch, (groups, seconds), _ in in_batches(prompts, config.batch_size, sample, back_off=True):
-            rows = []
-            for row, group in zip(batch, groups, strict=True):
-                base = {k: v for k, v in row.items() if k != "images"}
-                for j, s in enumerate(group):
-                    rows.append({**base, "model": label, "model_path": spec, "sample_index": j,
-                                 "completion": s.text, "num_tokens": len(s.token_ids),
-                                 "finish_reason": s.finish_reason})
-            columns = {k: [r[k] for r in rows] for k in rows[0]}
-            per, _ = score_columns(rewards, columns["completion"], columns, errors={})
-            for k, r in enumerate(rows):
-                for name, values in per.items():
-                    r[f"reward_{name}"] = values[k]
-                r["correct"] = per[scorer][k] == 1.0
-                r["format_ok"] = per["format"][k] == 1.0
-            shards.write(rows, {**manifest, "shard": {"model": label, "seconds": seconds}})
-            bar.advance(task, len(batch))
+        for set_label, variant, prompts, rewards in groups:
+            scorer = rewards[0].name
+            for batch, (completions, seconds), _ in in_batches(prompts, config.batch_size, sample, back_off=True):
+                rows = []
+                for row, group in zip(batch, completions, strict=True):
+                    base = {k: v for k, v in row.items() if k != "images"}
+                    for j, s in enumerate(group):
+                        rows.append({**base, "model": label, "model_path": spec, "set": set_label,
+                                     "prompt_variant": variant, "sample_index": j, "completion": s.text,
+                                     "num_tokens": len(s.token_ids), "finish_reason": s.finish_reason})
+                columns = {k: [r[k] for r in rows] for k in rows[0]}
+                per, _ = score_columns(rewards, columns["completion"], columns, errors={})
+                for k, r in enumerate(rows):
+                    for name, values in per.items():
+                        r[f"reward_{name}"] = values[k]
+                    r["correct"] = per[scorer][k] == 1.0
+                    r["format_ok"] = per["format"][k] == 1.0
+                shard = {"model": label, "set": set_label, "prompt": variant, "seconds": seconds}
+                shards.write(rows, {**manifest, "shard": shard})
+                bar.advance(task, len(batch))
     model = loaded = None  # free the weights before the next model loads
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def shard_seconds(shards: ShardedOutput) -> dict[str, float]:
-    """Generation seconds per model label, summed over the shards' manifests."""
-    out: dict[str, float] = {}
+def shard_seconds(shards: ShardedOutput) -> dict[tuple[str, str, str], float]:
+    """Generation seconds per (model label, set, prompt variant), summed over the shards' manifests."""
+    out: dict[tuple[str, str, str], float] = {}
     for part in shards.parts():
         shard = inspect_file(part, ("eval",))[1]["shard"]
-        out[shard["model"]] = out.get(shard["model"], 0.0) + shard["seconds"]
+        key = (shard["model"], shard["set"], shard["prompt"])
+        out[key] = out.get(key, 0.0) + shard["seconds"]
     return out
 
 
@@ -300,16 +349,16 @@ def flip_details(outcomes: dict[str, dict[str, tuple[bool, str | None]]], rows_b
 def run(config: Config, progress: bool = True) -> Result:
     from rftcli import metrics
     from rftcli.loading import check_model
+    from rftcli.prompt_variants import parse_variants
     from rftcli.report import read_training_metrics, write_report
 
-    check_output(config.out, config.overwrite, inputs=[config.dataset, *config.models, *config.metrics])
+    check_output(config.out, config.overwrite, inputs=[*config.dataset, *config.models, *config.metrics])
     for path in config.metrics:  # fail before hours of generation, not after
         read_training_metrics(path)
-    table = used_rows(config.dataset, config.split, config.limit)
-    hash_of = dict(zip(table["id"].to_pylist(), table_hashes(table), strict=True))  # for the contamination check
-    prompts, skipped = _prompts(config, table)
+    variants = parse_variants(config.prompts)
     rewards = load_rewards(reward_specs(config))
     reward_names = [r.name for r in rewards]
+    scoring = {v.name: rule_rewards(rewards, v) for v in variants}  # variant -> (rewards, rule)
     for spec in config.models:  # every model's files, before the first is evaluated
         check_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
         refuse("eval", spec)  # a family the stack cannot run
@@ -319,42 +368,61 @@ def run(config: Config, progress: bool = True) -> Result:
                             allow_pickle=config.allow_pickle)
                for spec in config.models]
     shrinker = ImageShrinker(max(b.max_pixels for b in budgets))
-    prompts = [{**p, "images": shrinker.images(p["images"])} for p in prompts]
-    positions = row_positions(config.dataset)
-    for budget in budgets:
-        budget.check(config.dataset, prompts, positions)
+    sets = _load_sets(config, variants, budgets, shrinker)
     labels = config.model_labels
-    inputs = {"dataset": config.dataset, **{f"model:{label}": m for label, m in zip(labels, config.models, strict=True)}}
+    datasets = ({"dataset": sets[0].path} if len(sets) == 1 else {f"dataset:{s.label}": s.path for s in sets})
+    inputs = {**datasets, **{f"model:{label}": m for label, m in zip(labels, config.models, strict=True)}}
     manifest = make_manifest("eval", config, inputs, seed=config.seed)
 
-    resumed: dict[str, bool] = {}
-    with ShardedOutput(config.out, "eval", resume_key(config, manifest), ("model", "id"), reward_names=reward_names,
-                       overwrite=config.overwrite) as shards:
+    cells = [(s, v) for s in sets for v in variants]
+    resumed: dict[tuple[str, str, str], bool] = {}
+    with ShardedOutput(config.out, "eval", resume_key(config, manifest), ("model", "set", "prompt_variant", "id"),
+                       reward_names=reward_names, overwrite=config.overwrite) as shards:
+        total = sum(len(s.prompts[v.name]) for s, v in cells)
         for label, spec in zip(labels, config.models, strict=True):
-            todo = [p for p in prompts if (label, p["id"]) not in shards.done]
-            resumed[label] = len(todo) < len(prompts)
-            if todo:
-                _evaluate(config, label, spec, todo, rewards, shards, manifest, progress,
-                          done=len(prompts) - len(todo), total=len(prompts))
+            groups = []
+            for s, v in cells:
+                todo = [p for p in s.prompts[v.name] if (label, s.label, v.name, p["id"]) not in shards.done]
+                resumed[(label, s.label, v.name)] = len(todo) < len(s.prompts[v.name])
+                if todo:
+                    groups.append((s.label, v.name, todo, scoring[v.name][0]))
+            if groups:
+                _evaluate(config, label, spec, groups, shards, manifest, progress,
+                          done=total - sum(len(g[2]) for g in groups), total=total)
         seconds = shard_seconds(shards)
-        order = {label: i for i, label in enumerate(labels)}
-        position = {p["id"]: i for i, p in enumerate(prompts)}
+        order = {key: i for i, key in enumerate((m, s.label, v.name) for m in labels for s, v in cells)}
+        position = {(s.label, p["id"]): i for s in sets for i, p in enumerate(next(iter(s.prompts.values())))}
         all_rows = sorted(shards.read(sort_by=["sample_index"]).to_pylist(),
-                          key=lambda r: (order[r["model"]], position[r["id"]], r["sample_index"]))
-        rows_by_model: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+                          key=lambda r: (order[(r["model"], r["set"], r["prompt_variant"])],
+                                         position[(r["set"], r["id"])], r["sample_index"]))
+        rows_by_cell: dict[tuple[str, str, str], list[dict[str, Any]]] = {key: [] for key in order}
         for r in all_rows:
-            rows_by_model[r["model"]].append(r)
+            rows_by_cell[(r["model"], r["set"], r["prompt_variant"])].append(r)
 
+        first = (sets[0].label, variants[0].name)
+        rows_by_model = {label: rows_by_cell[(label, *first)] for label in labels}
         summary: dict[str, Any] = {
-            "dataset": str(config.dataset), "split": config.split, "preset": config.preset, "skipped_rows": skipped,
-            "samples": config.samples, "temperature": config.temperature, "top_p": config.top_p,
-            "max_new_tokens": config.max_new_tokens, "scorer": reward_names[0], "models": {}}
+            "dataset": str(sets[0].path), "split": config.split, "preset": config.preset,
+            "skipped_rows": sets[0].skipped, "samples": config.samples, "temperature": config.temperature,
+            "top_p": config.top_p, "max_new_tokens": config.max_new_tokens, "scorer": reward_names[0], "models": {},
+            "sets": {s.label: {"path": str(s.path), "split": config.split, "rows": s.rows, "skipped_rows": s.skipped}
+                     for s in sets},
+            "prompts": {v.name: v.describe() for v in variants}, "grid": []}
         for label, spec in zip(labels, config.models, strict=True):
-            summary["models"][label] = {"model": spec, "resumed": resumed[label], **metrics.summarize(
-                rows_by_model[label], seconds.get(label, 0.0), config.category_key, reward_names)}
-            summary["models"][label]["contamination"] = eval_report(spec, rows_by_model[label], hash_of)
+            for s, v in cells:
+                key, rule = (label, s.label, v.name), scoring[v.name][1]
+                full = metrics.summarize(rows_by_cell[key], seconds.get(key, 0.0), config.category_key,
+                                         reward_names, vote_mode(rule))
+                contamination = eval_report(spec, rows_by_cell[key], s.hash_of)
+                summary["grid"].append(grid_cell(label, s.label, v.name, rule, full, contamination, resumed[key]))
+                if (s.label, v.name) == first:
+                    summary["models"][label] = {"model": spec, "resumed": any(
+                        resumed[(label, c.label, w.name)] for c, w in cells), **full, "contamination": contamination}
         summary["accuracy_rule"] = accuracy_rule(summary)
-        outcomes = {label: metrics.prompt_outcomes(rows) for label, rows in rows_by_model.items()}
+        summary["accuracy_rule"]["first_cell"] = {"set": first[0], "prompt": first[1],
+                                                  "rule": scoring[variants[0].name][1]}
+        mode = vote_mode(scoring[variants[0].name][1])
+        outcomes = {label: metrics.prompt_outcomes(rows, mode) for label, rows in rows_by_model.items()}
         summary["comparison"] = metrics.compare(summary["models"])
         summary["flips"] = metrics.flip_summary(outcomes)
         with atomic_output(config.out, overwrite=config.overwrite, directory=True) as tmp:
