@@ -49,6 +49,8 @@ SUPPORT: dict[str, Row] = {
     "tiny-qwen3-vl": Row("qwen3_vl"),
     "tiny-qwen3.5": Row("qwen3_5"),
     "tiny-gemma3": Row("gemma3"),
+    "tiny-internvl": Row("internvl"),
+    "tiny-llava-onevision": Row("llava_onevision"),
 }
 """Built-in model name (without "builtin:") -> its family's support row; one entry per family."""
 
