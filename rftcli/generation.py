@@ -211,11 +211,13 @@ def eos_ids(model: Any, processor: Any) -> list[int]:
 
 
 def placeholder_ids(processor: Any) -> list[int]:
-    """The processor's image/video placeholder tokens (Qwen: <|image_pad|>, <|video_pad|>). A completion
-    containing one cannot be scored by a forward pass over prompt + completion with the prompt's images
-    (the model counts it as an image slot), so they are never sampled."""
+    """The processor's image/video placeholder tokens (Qwen: <|image_pad|>, <|video_pad|>; Gemma 3: its
+    processor's `image_token` is <start_of_image>, the slot the model fills is the tokenizer's <image_soft_token>).
+    A completion containing one cannot be scored by a forward pass over prompt + completion with the prompt's
+    images (the model counts it as an image slot), so they are never sampled."""
     tokenizer = processor.tokenizer
-    ids = set()
+    ids = {i for i in getattr(processor, "image_token_ids", None) or () if isinstance(i, int)}
+    ids |= {i for i in (getattr(tokenizer, "image_token_id", None),) if isinstance(i, int)}
     for kind in ("image", "video"):
         token_id = getattr(processor, f"{kind}_token_id", None)
         token = getattr(processor, f"{kind}_token", None)

@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {
     "tiny-internvl": "rftcli.families.internvl:build",
     "tiny-llava-onevision": "rftcli.families.llava_onevision:build",
     "tiny-gemma3": "rftcli.families.gemma3:build",
+    "tiny-smolvlm2": "rftcli.families.smolvlm:build",
 }
 """Built-in model name (without "builtin:") -> "rftcli.families.<module>:<function>"."""
 

@@ -49,6 +49,7 @@ SUPPORT: dict[str, Row] = {
     "tiny-qwen3-vl": Row("qwen3_vl"),
     "tiny-qwen3.5": Row("qwen3_5"),
     "tiny-gemma3": Row("gemma3"),
+    "tiny-smolvlm2": Row("smolvlm"),
     "tiny-internvl": Row("internvl"),
     "tiny-llava-onevision": Row("llava_onevision"),
 }

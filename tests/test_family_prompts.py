@@ -1,0 +1,39 @@
+"""Prompts of the Gemma 3 and SmolVLM2 built-ins: what the model sees, and which tokens are never sampled."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from rftcli.generation import encode_prompts, placeholder_ids
+from rftcli.loading import load_processor
+
+
+def _image() -> dict:
+    buf = io.BytesIO()
+    Image.new("RGB", (56, 56), (200, 0, 0)).save(buf, format="PNG")
+    return {"bytes": buf.getvalue()}
+
+
+ROWS = [{"id": "a", "prompt": "How many red squares are in the image?", "images": [_image()]},
+        {"id": "b", "prompt": "Count them.", "images": [_image(), _image()]}]
+
+
+@pytest.mark.parametrize(("model", "slot", "first"), [("builtin:tiny-gemma3", "<image_soft_token>", "<bos>"),
+                                                       ("builtin:tiny-smolvlm2", "<image>", "<|im_start|>")])
+def test_each_prompt_gets_its_own_images_and_one_start_token(model, slot, first):
+    processor = load_processor(model)
+    enc = encode_prompts(processor, ROWS, "cpu")
+    slot_id = processor.tokenizer.convert_tokens_to_ids(slot)
+    first_id = processor.tokenizer.convert_tokens_to_ids(first)
+    per_row = (enc["input_ids"] == slot_id).sum(dim=1).tolist()
+    assert per_row == [4, 8]  # 4 image tokens per 56x56 image, each prompt its own images
+    assert (enc["input_ids"] == first_id).sum(dim=1).tolist() == [1, 1]  # the template's, not a second one
+
+
+def test_gemma3_never_samples_its_image_slot():
+    processor = load_processor("builtin:tiny-gemma3")
+    banned = processor.tokenizer.convert_ids_to_tokens(placeholder_ids(processor))
+    assert "<image_soft_token>" in banned  # the processor's own image_token is <start_of_image>
