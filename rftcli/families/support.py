@@ -10,6 +10,8 @@
     refuse(cell, model, base)   a stage calls it before loading: a model of a family whose cell is refused
                (a built-in name, a folder, an adapter on one, or a hub id in the local cache) raises ValueError
                with the reason, so the CLI exits 2 before any work
+    refuse_several_images(cell, model, rows, path, positions)   the same for a cell a family runs only on
+               prompts of one image (`Row.one_image`), naming the first row that holds several
 
 A family's row is keyed by `model_type`, so a real checkpoint of that architecture meets the same refusal as
 the built-in tiny model of it.
@@ -32,9 +34,11 @@ class Row:
     """config.json's `model_type` of the family (e.g. "qwen2_5_vl"); the key a user's checkpoint is matched by."""
     refusals: dict[str, str] = field(default_factory=dict)
     """Cell -> why rftcli refuses it on this stack (one line, no final period). Cells not listed pass."""
+    one_image: dict[str, str] = field(default_factory=dict)
+    """Cell -> why rftcli refuses it for prompts of several images (prompts of one image pass; one line)."""
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.refusals) - set(CELLS))
+        unknown = sorted((set(self.refusals) | set(self.one_image)) - set(CELLS))
         if unknown:
             raise ValueError(f"unknown cell(s) {', '.join(unknown)}; cells are {', '.join(CELLS)}")
 
@@ -51,7 +55,9 @@ SUPPORT: dict[str, Row] = {
     "tiny-gemma3": Row("gemma3"),
     "tiny-smolvlm2": Row("smolvlm"),
     "tiny-internvl": Row("internvl"),
-    "tiny-llava-onevision": Row("llava_onevision"),
+    "tiny-llava-onevision": Row("llava_onevision", one_image={
+        "grpo-online": "TRL 1.16's GRPOTrainer drops the processor's batch_num_images, without which LLaVA-OneVision "
+                       "cannot place the features of several images; train offline (--rollouts) instead"}),
 }
 """Built-in model name (without "builtin:") -> its family's support row; one entry per family."""
 
@@ -60,7 +66,8 @@ def matrix() -> str:
     """The support table as a Markdown table: one line per family, one column per cell."""
     lines = ["| model | " + " | ".join(CELLS) + " |", "|---" * (len(CELLS) + 1) + "|"]
     for name, row in SUPPORT.items():
-        cells = [("no: " + reason) if reason else "yes" for reason in row.cells().values()]
+        cells = [("no: " + reason) if reason else ("one image per prompt: " + row.one_image[cell])
+                 if cell in row.one_image else "yes" for cell, reason in row.cells().items()]
         lines.append(f"| `builtin:{name}` ({row.model_type}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -110,3 +117,21 @@ def refuse(cell: str, spec: str, base: str | None = None) -> None:
     reason = refusal(cell, model_type)
     if reason:
         raise ValueError(f"{spec}: {cell} is not supported for {model_type} models on this stack: {reason}")
+
+
+def refuse_several_images(cell: str, spec: str, rows, path, positions) -> None:
+    """Raise ValueError naming file, row and column when the family of model argument `spec` runs `cell` only on
+    prompts of one image (`Row.one_image`) and one of `rows` (dicts with `id`, `images`) holds several;
+    `positions` maps an id to its row in `path` (`rftcli.limits.row_positions`)."""
+    if not any(r.one_image.get(cell) for r in SUPPORT.values()):
+        return
+    several = next((r for r in rows if len(r.get("images") or []) > 1), None)
+    if several is None:
+        return
+    model_type = model_type_of(spec)
+    reason = next((r.one_image[cell] for r in SUPPORT.values() if r.model_type == model_type and cell in r.one_image),
+                  None)
+    if reason:
+        raise ValueError(f"{path}: row {positions.get(several.get('id'), '?')}, column 'images' (id "
+                         f"{several.get('id')!r}): {len(several['images'])} images, and {cell} runs {model_type} "
+                         f"models on prompts of one image only on this stack: {reason}")

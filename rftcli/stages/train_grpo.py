@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from rftcli.atomic import check_output
 from rftcli.contamination import offline_hashes, table_hashes, training_record
-from rftcli.families.support import refuse
+from rftcli.families.support import refuse, refuse_several_images
 from rftcli.limits import (
     DEFAULT_MAX_PROMPT_LENGTH,
     ImageShrinker,
@@ -316,7 +316,9 @@ def _online_trainer(config: Config, work_path: Path):
     budget, shrinker = _limits(config)  # before any weights load
     table = shrinker.table(table)
     rows = table.to_pylist()
-    budget.check(config.dataset, rows, row_positions(config.dataset))
+    positions = row_positions(config.dataset)
+    refuse_several_images("grpo-online", config.model, rows, config.dataset, positions)  # before weights load
+    budget.check(config.dataset, rows, positions)
     preflight(config, rows)  # a run that cannot fit the device stops here, before any weights load
     longest = longest_row(rows, config.model)  # the first step runs it: an out-of-memory comes at once
     # The input is checked: only now the imports and the model that take seconds to minutes.
