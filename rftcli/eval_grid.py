@@ -153,7 +153,8 @@ def grid_chart(Figure, summary: Mapping[str, Any], path: Path) -> None:
         ys = [by[(m, s, p)] if by[(m, s, p)] is not None else math.nan for s, m in groups]
         bars = ax.bar(xs, ys, width=width, label=p, color=f"C{i}")
         if len(groups) * len(prompts) <= 24:
-            ax.bar_label(bars, labels=[_pct(y) for y in ys], fontsize="x-small", padding=1)
+            ax.bar_label(bars, labels=[_pct(y) for y in ys], fontsize="x-small", padding=1,
+                         rotation=90 if len(prompts) > 2 else 0)
     ax.set_xticks(range(len(groups)), [f"{m}\n{s}" for s, m in groups], fontsize="small",
                   rotation=30 if len(groups) > 6 else 0)
     ax.set_ylim(0, 1.08)
