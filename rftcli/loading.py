@@ -31,7 +31,7 @@ from typing import Any
 from rftcli import tiny_model
 from rftcli.errors import first_line
 from rftcli.manifest import read_checkpoint_manifest
-from rftcli.processor_compat import ensure_processor_loads_without_torchvision
+from rftcli.processor_compat import ensure_processor_loads_without_torchvision, processor_class_for
 
 _BUILT: dict[str, Path] = {}
 
@@ -281,7 +281,8 @@ def load_processor(spec: str, trust_remote_code: bool = False, base: str | None 
         raise ValueError(f"{path}: no tokenizer in this folder (expected tokenizer.json, or vocab.json and "
                          "merges.txt); copy the tokenizer files of its base model into it")
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        auto = (processor_class_for(path) if local else None) or AutoProcessor  # SmolVLM2 without torchvision
+        processor = auto.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ImportError):
         raise
     except Exception as err:

@@ -10,6 +10,12 @@ rftcli only feeds images, so on such machines we tell `ProcessorMixin` that proc
 processor class itself declares the video processor, and transformers has no video processor that runs
 without torchvision.
 
+SmolVLM2's `SmolVLMProcessor` needs the `num2words` package at construction, and its `apply_chat_template` reads
+its video processor even for images, so without torchvision (or num2words) it cannot prompt at all.
+`processor_class_for` then names `Idefics3Processor`, which writes the same image prompt string (fake tokens,
+`<global-img>`, row/column tags of split images, `image_seq_len` `<image>` tokens) and pixel layout from the same
+folder (its tokenizer, image processor, chat template and `image_seq_len`).
+
 `quiet_loading_notices` silences, by their exact text, two notices that loading a folder prints with
 the pinned stack: bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" (on CPUs
 with AVX512-BF16 it looks for an optional kernel package; without it, it uses its own kernel, so
@@ -68,3 +74,24 @@ def ensure_processor_loads_without_torchvision() -> None:
 
     setattr(get_attributes, _PATCHED_MARK, True)
     ProcessorMixin.get_attributes = classmethod(get_attributes)
+
+
+def processor_class_for(folder: str):
+    """The processor class to load a local model folder with in place of the one it names, or None (AutoProcessor):
+    `Idefics3Processor` for a `SmolVLMProcessor` folder where torchvision or num2words is missing (module docstring)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from transformers.utils import is_torchvision_available
+
+    config = Path(folder, "processor_config.json")
+    try:
+        named = json.loads(config.read_text()).get("processor_class") if config.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None  # the loader's own checks name a damaged file
+    if named == "SmolVLMProcessor" and not (is_torchvision_available() and importlib.util.find_spec("num2words")):
+        from transformers import Idefics3Processor
+
+        return Idefics3Processor
+    return None

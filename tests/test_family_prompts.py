@@ -37,3 +37,32 @@ def test_gemma3_never_samples_its_image_slot():
     processor = load_processor("builtin:tiny-gemma3")
     banned = processor.tokenizer.convert_ids_to_tokens(placeholder_ids(processor))
     assert "<image_soft_token>" in banned  # the processor's own image_token is <start_of_image>
+
+
+def test_a_smolvlm2_folder_loads_with_idefics3s_processor_where_smolvlms_cannot_run(tmp_path):
+    """A folder as SmolVLM2 checkpoints have it (SmolVLMProcessor, SmolVLMImageProcessor): without torchvision
+    or num2words, SmolVLMProcessor cannot prompt; rftcli loads Idefics3Processor from the folder instead, which
+    gives the same tokens and pixels."""
+    import importlib.util
+    import json
+    import shutil
+
+    from transformers.utils import is_torchvision_available
+
+    from rftcli import loading
+
+    builtin = loading.load_processor("builtin:tiny-smolvlm2")
+    folder = tmp_path / "smolvlm2"
+    shutil.copytree(loading.resolve("builtin:tiny-smolvlm2"), folder)
+    config = json.loads((folder / "processor_config.json").read_text())
+    config["processor_class"] = "SmolVLMProcessor"
+    config["image_processor"]["image_processor_type"] = "SmolVLMImageProcessor"
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    if is_torchvision_available() and importlib.util.find_spec("num2words"):
+        pytest.skip("SmolVLMProcessor runs here; rftcli loads it as it is")
+    processor = loading.load_processor(str(folder))
+    assert type(processor).__name__ == "Idefics3Processor"
+    assert type(processor.image_processor).__name__.startswith("SmolVLMImageProcessor")
+    ours, theirs = encode_prompts(processor, ROWS, "cpu"), encode_prompts(builtin, ROWS, "cpu")
+    assert ours.keys() == theirs.keys()
+    assert all((ours[k] == theirs[k]).all() for k in ours)
