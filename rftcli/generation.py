@@ -148,9 +148,10 @@ _PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_id
 
 def repeat_encoded(inputs: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], n: int) -> dict[str, Any] | None:
     """What `encode_prompts` gives for each of `rows` repeated n times in a row, built from its output for
-    `rows` without a second pass through the image processor. Knows per-token tensors ([B, L]), per-image
-    ones (`image_grid_thw`, or `pixel_values` of [images, ...]) and Qwen-VL's per-patch `pixel_values`
-    (rows of each image's t*h*w patches, in image order); None for any other layout (encode again)."""
+    `rows` without a second pass through the image processor. Knows per-token tensors ([B, L]), per-row ones
+    (LLaVA-OneVision's `batch_num_images`, [B]), per-image ones (`image_grid_thw`, `image_sizes`, or `pixel_values`
+    of [images, ...]) and Qwen-VL's per-patch `pixel_values` (rows of each image's t*h*w patches, in image order);
+    None for any other layout (encode again), such as InternVL's tiles of `pixel_values`."""
     images = [len(r.get("images") or []) for r in rows]
     length = inputs["input_ids"].shape[1]
     grid = inputs.get("image_grid_thw")
@@ -161,7 +162,10 @@ def repeat_encoded(inputs: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         if key in _PER_TOKEN and value.dim() == 2 and value.shape == (len(rows), length):
             out[key] = value.repeat_interleave(n, dim=0)
             continue
-        if key == "image_grid_thw":
+        if key == "batch_num_images" and value.shape == (len(rows),):
+            out[key] = value.repeat_interleave(n, dim=0)
+            continue
+        if key in ("image_grid_thw", "image_sizes"):
             sizes = images
         elif key == "pixel_values" and grid is not None and value.shape[0] == int(grid.prod(-1).sum()):
             per_image = grid.prod(-1).tolist()
