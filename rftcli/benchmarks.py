@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rftcli.instructions import GROUNDING_REQUEST, INSTRUCTION
-from rftcli.rewards.accuracy import accuracy
+from rftcli.rewards.accuracy import accuracy, make_accuracy
 from rftcli.rewards.numeric import parse_number, read_number
-from rftcli.rewards.text import completion_text, find_answer
+from rftcli.rewards.text import STRICT, WHOLE, completion_text, find_answer
 
 
 @dataclass(frozen=True)
@@ -122,18 +122,25 @@ def _precision(metadata: str | None) -> int | None:
 
 def precision_accuracy(completions: Sequence[Any], answer: Sequence[Any], answer_type: Sequence[str] | None = None,
                        choices: Sequence[Any] | None = None, metadata: Sequence[str | None] | None = None,
-                       **kwargs: Any) -> list[float | None]:
+                       extract: str = STRICT, **kwargs: Any) -> list[float | None]:
     """MathVista-style accuracy: number answers whose metadata gives `precision` are compared after
-    rounding both sides to that many decimals; everything else as the `accuracy` reward."""
-    out = accuracy(completions, answer=answer, answer_type=answer_type, choices=choices)
+    rounding both sides to that many decimals; everything else as the `accuracy` reward. `extract` is the
+    extraction mode (`eval --prompt direct` scores with "whole", `precision_accuracy_whole`)."""
+    scorer = accuracy if extract == STRICT else make_accuracy(extract)
+    out = scorer(completions, answer=answer, answer_type=answer_type, choices=choices)
     metadata = metadata if metadata is not None else [None] * len(completions)
     types = answer_type if answer_type is not None else [None] * len(completions)
     for i, (c, gold, kind, meta) in enumerate(zip(completions, answer, types, metadata, strict=True)):
         digits = _precision(meta)
         if kind != "number" or digits is None or out[i] is None:
             continue
-        pred = find_answer(completion_text(c))  # the answer slot, as `accuracy` reads it
+        pred = find_answer(completion_text(c), extract, "number")  # as the accuracy reward reads it
         p, g = read_number(pred) if pred else None, parse_number(str(gold))
         if p is not None and g is not None:
             out[i] = 1.0 if round(p.value, digits) == round(g.value, digits) else 0.0
     return out
+
+
+def precision_accuracy_whole(completions: Sequence[Any], answer: Sequence[Any], **columns: Any) -> list[float | None]:
+    """`precision_accuracy` under the direct-answer rule (extraction mode "whole")."""
+    return precision_accuracy(completions, answer, **{**columns, "extract": WHOLE})

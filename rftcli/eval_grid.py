@@ -27,7 +27,8 @@ from rftcli.prompt_variants import STRICT_RULE, WHOLE_RULE, PromptVariant
 _FACTORIES = {"accuracy": ("accuracy", None), "accuracy_boxed": ("accuracy", None),
               "accuracy_strict": ("accuracy", None), "count": ("count", None), "iou": ("iou", None),
               "iou_50": ("iou", 0.5), "iou_75": ("iou", 0.75)}
-"""Built-in scorers that have a direct-answer ("whole") form: (family, IoU threshold)."""
+"""Built-in scorers that have a direct-answer ("whole") form: (family, IoU threshold). MathVista's
+`precision_accuracy` has one too (`rftcli.benchmarks.precision_accuracy_whole`)."""
 
 
 @dataclass
@@ -48,9 +49,15 @@ class EvalSet:
         return len(next(iter(self.prompts.values()))) if self.prompts else 0
 
 
-def whole_scorer(name: str):
-    """The built-in scorer `name` under extraction mode "whole" (same name, same comparison), or None."""
-    if name not in _FACTORIES:
+def whole_scorer(name: str, fn=None):
+    """The built-in scorer `name` (whose function is `fn`, when given: a function of your own under a built-in's
+    name is not swapped) under extraction mode "whole" (same name, same comparison), or None."""
+    from rftcli import benchmarks
+    from rftcli.rewards import builtin_rewards
+
+    if name == "precision_accuracy" and fn in (None, benchmarks.precision_accuracy):  # --preset mathvista
+        return benchmarks.precision_accuracy_whole
+    if name not in _FACTORIES or fn not in (None, builtin_rewards().get(name)):
         return None
     from rftcli.rewards.accuracy import make_accuracy
     from rftcli.rewards.count import make_count
@@ -72,7 +79,7 @@ def rule_rewards(rewards: Sequence[Any], variant: PromptVariant) -> tuple[list[A
     scorer = rewards[0]
     if variant.rule == STRICT_RULE:
         return list(rewards), STRICT_RULE
-    fn = whole_scorer(scorer.name)
+    fn = whole_scorer(scorer.name, scorer.fn)
     if fn is None:
         return list(rewards), f"own ({scorer.name})"
     return [replace(scorer, fn=fn), *rewards[1:]], WHOLE_RULE

@@ -208,3 +208,22 @@ def test_grid_config_from_yaml_and_its_errors(tmp_path, dataset):
         assert result.exit_code == 2, result.output
         assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "e").exists() and not (tmp_path / "e.parts").exists()
+
+
+def test_direct_prompts_swap_built_in_scorers_only(tmp_path):
+    import json as _json
+
+    from rftcli.eval_grid import rule_rewards
+    from rftcli.rewards.combine import load_rewards
+
+    direct, dataset_ = parse_variant("direct"), parse_variant("dataset")
+    for spec, paid in [("accuracy", [1.0, 0.0]), ("count", [1.0, 0.0]), ("rftcli.benchmarks:precision_accuracy", [1.0, 0.0])]:
+        rewards, rule = rule_rewards(load_rewards([spec, "format"]), direct)
+        assert rule == "whole" and [r.name for r in rewards][1] == "format"
+        got = rewards[0].fn(["There are 3.", "3 or 4"], answer=["3", "3"], answer_type=["number"] * 2,
+                            choices=[None, None], metadata=[_json.dumps({"precision": 0})] * 2)
+        assert got == paid, spec
+        assert rule_rewards(load_rewards([spec]), dataset_)[1] == "strict"
+    own = tmp_path / "mine.py"
+    own.write_text("def accuracy(completions, **kw):\n    return [1.0 for _ in completions]\n")
+    assert rule_rewards(load_rewards([f"{own}:accuracy"]), direct)[1] == "own (accuracy)"
