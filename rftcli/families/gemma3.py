@@ -8,7 +8,7 @@ tokens), `Gemma3Processor` with the PIL `Gemma3ImageProcessorPil`, a `GemmaToken
 Sizes: SigLIP at 56x56 with 14 px patches is 4x4 patches, pooled 2x2 to 4 image tokens per image; the text decoder
 is 64 wide (bnb's 4-bit blocksize) with 2 layers, one sliding (window 8) and one full. Departures from the real
 model: the tokenizer is a ~1k-token BPE trained here on rftcli's synthetic corpus (real: 262k tokens), so the
-special tokens sit at ids 0..10 in Gemma's order (pad 0, eos 1, bos 2, unk 3, mask 4), byte tokens <0x00>..<0xFF>
+special tokens sit at ids 0..9 in Gemma's order (pad 0, eos 1, bos 2, unk 3, mask 4), byte tokens <0x00>..<0xFF>
 follow, and the weights are random.
 """
 
