@@ -94,6 +94,11 @@ def _check_build(name: str, tmp: Path) -> Path:
     enc = processor(text=[text], images=[[Image.new("RGB", (56, 56), (200, 0, 0))]], return_tensors="pt")
     image_tokens = int((enc["input_ids"] == model.config.image_token_id).sum())
     assert 1 <= image_tokens <= 64, image_tokens
+    # SFT trains on the prompt + target rendering: the sampling prompt must be its prefix, or the model is trained
+    # on a context that it never sees when sampling.
+    target = [{"role": "assistant", "content": [{"type": "text", "text": "<think>I see 2.</think>\n<answer>2</answer>"}]}]
+    full = processor.apply_chat_template(prompt_messages(row) + target, tokenize=False)
+    assert full.startswith(text), (text, full)
     with torch.no_grad():
         assert torch.isfinite(model(**enc).logits).all()
     return first
@@ -166,7 +171,7 @@ def test_family_runs_every_stage(name, tmp_path, dataset):
         assert result.max_logit_diff < 1e-4 < result.adapter_effect  # merged logits = the adapter model's
 
     def do_eval():
-        models = (spec, *(str(a) for a in list(adapters.values())[:1]))
+        models = (str(next(iter(adapters.values()))),) if adapters else (spec,)  # an adapter: on its base
         result = eval_stage.run(eval_stage.Config(dataset=dataset, models=models, out=tmp_path / "eval",
                                                   max_new_tokens=NEW_TOKENS, limit=LIMIT, dtype="float32"),
                                 progress=False)

@@ -4,8 +4,13 @@
 All three share Qwen's special tokens (`tiny_model.QWEN_SPECIAL_TOKENS`: `<|im_start|>`/`<|im_end|>` turns,
 `<|vision_start|><|image_pad|>...<|vision_end|>` images; eos `<|im_end|>`, pad `<|endoftext|>`) in the byte-level
 BPE of `tiny_model.build_tokenizer`, and each ships its published chat template as TRL keeps it
-(`trl.chat_template_utils`): Qwen2-VL's is byte-identical to Qwen2.5-VL's; Qwen3-VL's; Qwen3.5's "nothink"
-template, the one the small Qwen3.5 checkpoints (2B and below) ship.
+(`trl.chat_template_utils`): Qwen2-VL's is byte-identical to Qwen2.5-VL's; Qwen3-VL's; Qwen3.5's "think" template
+(Qwen3.5-4B and larger). It opens `<think>` in the generation prompt, so a sampled completion starts inside the
+think block, and an SFT target `<think>R</think><answer>A</answer>` renders as that same prompt + `R</think>...`:
+training and sampling see one context. (The "nothink" template of the 2B and smaller checkpoints ends the prompt
+with an empty think block but renders a target's think block in its place, so SFT would train on a context that
+sampling never shows.) Completions without the opening tag earn nothing from the strict format reward
+(`rftcli.rewards.format`).
 
 - Qwen2-VL: `Qwen2VLForConditionalGeneration` (vision tower without window attention, 14 px patches) and
   `Qwen2VLProcessor`; a 56x56 image is 4 image tokens.
@@ -127,16 +132,16 @@ def build_qwen3_5(out_dir: Path, seed: int) -> None:
     (64 wide) and a 2-block vision tower (32 wide)."""
     from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3VLProcessor
     from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
-    from trl.chat_template_utils import qwen3_5_nothink_chat_template
+    from trl.chat_template_utils import qwen3_5_think_chat_template
 
     from rftcli.processor_compat import ensure_processor_loads_without_torchvision
     from rftcli.tiny_model import build_tokenizer
 
     ensure_processor_loads_without_torchvision()
     tokenizer = build_tokenizer(tokenizer_class=Qwen3_5Tokenizer)
-    tokenizer.chat_template = qwen3_5_nothink_chat_template
+    tokenizer.chat_template = qwen3_5_think_chat_template
     processor = Qwen3VLProcessor(image_processor=_image_processor(16, MIN_PIXELS_16, MAX_PIXELS_16),
-                                 tokenizer=tokenizer, chat_template=qwen3_5_nothink_chat_template)
+                                 tokenizer=tokenizer, chat_template=qwen3_5_think_chat_template)
     special = _special_ids(tokenizer)
     config = Qwen3_5Config(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=128, num_hidden_layers=2,
