@@ -197,3 +197,24 @@ def test_family_runs_every_stage(name, tmp_path, dataset):
     cells.run("eval", do_eval)
     skipped = set(CELLS) - cells.done - {c for c, r in cells.reasons.items() if r}
     assert not skipped, f"cells not run (their inputs were refused): {sorted(skipped)}"
+
+
+def test_a_refused_cell_stops_the_stage_up_front(tmp_path, dataset, sft_adapter, monkeypatch):
+    """A `no` cell refuses any model of that model_type (a built-in name, an adapter on one) before any work:
+    one error line with the table's reason, exit 2, nothing written."""
+    from typer.testing import CliRunner
+
+    from rftcli.cli import app
+    from rftcli.families import support
+
+    monkeypatch.setitem(support.SUPPORT, "tiny-qwen2.5-vl",
+                        support.Row("qwen2_5_vl", {"rollout": "a reason", "merge": "another reason"}))
+    out = tmp_path / "r.parquet"
+    result = CliRunner().invoke(app, ["rollout", "-d", str(dataset), "-m", "builtin:tiny-qwen2.5-vl", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "rollout is not supported for qwen2_5_vl models on this stack: a reason" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    result = CliRunner().invoke(app, ["merge", "--adapter", str(sft_adapter), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "merge is not supported for qwen2_5_vl models on this stack: another reason" \
+        in result.output
+    assert not (tmp_path / "m").exists()
