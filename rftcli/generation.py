@@ -144,14 +144,15 @@ def encode_prompts(processor: Any, rows: Sequence[Mapping[str, Any]], device: st
 
 
 _PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+_PER_PROMPT_PIXELS = ("pixel_values", "pixel_attention_mask")  # with a pixel_attention_mask: one row per prompt
 
 
 def repeat_encoded(inputs: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], n: int) -> dict[str, Any] | None:
     """What `encode_prompts` gives for each of `rows` repeated n times in a row, built from its output for
     `rows` without a second pass through the image processor. Knows per-token tensors ([B, L]), per-row ones
     (LLaVA-OneVision's `batch_num_images`, [B]), per-image ones (`image_grid_thw`, `image_sizes`, or `pixel_values`
-    of [images, ...]) and Qwen-VL's per-patch `pixel_values` (rows of each image's t*h*w patches, in image order);
-    None for any other layout (encode again), such as InternVL's tiles of `pixel_values`."""
+    of [images, ...]), Idefics3's per-prompt `pixel_values` and `pixel_attention_mask` ([B, images, ...]) and
+    Qwen-VL's per-patch `pixel_values` (rows of each image's t*h*w patches, in image order); None for any other layout (encode again), such as InternVL's tiles of `pixel_values`."""
     images = [len(r.get("images") or []) for r in rows]
     length = inputs["input_ids"].shape[1]
     grid = inputs.get("image_grid_thw")
@@ -161,6 +162,9 @@ def repeat_encoded(inputs: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
             return None
         if key in _PER_TOKEN and value.dim() == 2 and value.shape == (len(rows), length):
             out[key] = value.repeat_interleave(n, dim=0)
+            continue
+        if "pixel_attention_mask" in inputs and key in _PER_PROMPT_PIXELS and value.shape[0] == len(rows):
+            out[key] = value.repeat_interleave(n, dim=0)  # Idefics3 / SmolVLM: [B, images, ...], padded per prompt
             continue
         if key == "batch_num_images" and value.shape == (len(rows),):
             out[key] = value.repeat_interleave(n, dim=0)

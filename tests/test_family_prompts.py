@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 from PIL import Image
 
 from rftcli.generation import encode_prompts, placeholder_ids
@@ -66,3 +67,15 @@ def test_a_smolvlm2_folder_loads_with_idefics3s_processor_where_smolvlms_cannot_
     ours, theirs = encode_prompts(processor, ROWS, "cpu"), encode_prompts(builtin, ROWS, "cpu")
     assert ours.keys() == theirs.keys()
     assert all((ours[k] == theirs[k]).all() for k in ours)
+
+
+@pytest.mark.parametrize("model", ["builtin:tiny-gemma3", "builtin:tiny-smolvlm2"])
+def test_repeating_encoded_prompts_equals_encoding_them_repeated(model):
+    from rftcli.generation import repeat_encoded
+
+    processor = load_processor(model)
+    repeated = repeat_encoded(encode_prompts(processor, ROWS, "cpu"), ROWS, 3)
+    assert repeated is not None  # no second pass through the image processor
+    again = encode_prompts(processor, [r for r in ROWS for _ in range(3)], "cpu")
+    assert repeated.keys() == again.keys()
+    assert all(torch.equal(repeated[k], again[k]) for k in again)
