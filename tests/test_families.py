@@ -218,3 +218,21 @@ def test_a_refused_cell_stops_the_stage_up_front(tmp_path, dataset, sft_adapter,
     assert result.exit_code == 2 and "merge is not supported for qwen2_5_vl models on this stack: another reason" \
         in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_tiny_qwen3_5_keeps_both_attention_kinds_and_trains_both():
+    """Qwen3.5 is hybrid: a Gated DeltaNet (linear-attention) layer and a full-attention layer, and LoRA's targets
+    reach into both (the torch fallback of the CUDA-only kernels runs here)."""
+    import re as regex
+
+    from rftcli.loading import load_model
+    from rftcli.training import lora_target_modules
+
+    model = load_model("builtin:tiny-qwen3.5", dtype="float32").model
+    assert model.config.text_config.layer_types == ["linear_attention", "full_attention"]
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"Qwen3_5GatedDeltaNet", "Qwen3_5Attention"} <= kinds
+    pattern = lora_target_modules(model)
+    targeted = [n for n, _ in model.named_modules() if regex.fullmatch(pattern, n)]
+    assert any(".linear_attn." in n for n in targeted) and any(".self_attn." in n for n in targeted)
+    assert not any("visual" in n for n in targeted)
