@@ -57,7 +57,10 @@ def _safetensors_params(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_names_and_spec_prefix():
-    assert tiny_model.builtin_names() == ["tiny-qwen2.5-vl", "small-qwen2.5-vl"]
+    from rftcli.families import FAMILIES
+
+    assert tiny_model.builtin_names() == ["tiny-qwen2.5-vl", "small-qwen2.5-vl", *FAMILIES]
+    assert {"tiny-gemma3", "tiny-smolvlm2"} <= set(FAMILIES)
     assert tiny_model.is_builtin("builtin:tiny-qwen2.5-vl")
     assert not tiny_model.is_builtin("tiny-qwen2.5-vl")
     assert not tiny_model.is_builtin("Qwen/Qwen2.5-VL-3B-Instruct")
