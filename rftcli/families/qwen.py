@@ -23,7 +23,8 @@ sampling never shows.) Completions without the opening tag earn nothing from the
   causal-conv1d) are CUDA-only and absent here: transformers falls back to its torch implementation (the gated
   delta rule in chunks of 64 tokens for prompts and training, step by step when decoding; the conv as
   `F.conv1d`), which is exact, only slower. Processor: `Qwen3VLProcessor`, as transformers maps qwen3_5;
-  tokenizer `Qwen3_5Tokenizer`.
+  tokenizer `Qwen3_5Tokenizer`, which wraps the trained BPE in Qwen3.5's pre-tokenizer (it differs from Qwen2's,
+  which the BPE was trained with, only on combining marks).
 
 Video processors are left out (no torchvision on this stack; rftcli feeds images only).
 """
