@@ -368,6 +368,18 @@ def test_r1_sets_answer_in_tags_boxed_or_plain(tmp_path):
         "rows", "How many items are there in the image?", "3", "number")
     assert meta(out[0]) == {}
 
+    # R1-V's evaluation file (src/eval/prompts/superclevr_test200_counting_problems.jsonl): the image by path,
+    # the answer as ground_truth (an int)
+    (tmp_path / "superclevr").mkdir()
+    (tmp_path / "superclevr" / "superCLEVR_new_025000.png").write_bytes(png(BLUE))
+    superclevr = tmp_path / "superclevr_test200_counting_problems.jsonl"
+    superclevr.write_text(json.dumps({"image_path": "./superclevr/superCLEVR_new_025000.png",
+                                      "question": "How many different items are there in the image?",
+                                      "ground_truth": 4}) + "\n")
+    result, out = convert(tmp_path, superclevr)
+    assert (out[0]["answer"], out[0]["answer_type"], pixel(out[0])) == ("4", "number", BLUE)
+    assert "ground_truth" not in meta(out[0]) and "image_path" not in meta(out[0])
+
     # lmms-lab/multimodal-open-r1-8k-verified: a worked solution ending in tags; original_* kept
     r1 = [{"image": hf_image(BLUE), "problem": "Find the area of the triangle.",
            "solution": "<think>Half of base times height: 4 * 5 / 2.</think>\n<answer>10</answer>",

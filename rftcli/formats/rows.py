@@ -30,7 +30,7 @@ Sample (JSONL):
 Published layouts this reads as they are: MathVision (question, options, decoded_image, answer letter or
 value), MathVerse and MMStar (question with its options inline, answer letter or value), MMMU (options as
 the text of a list, image_1..image_7, `<image 1>` references kept), R1-V / GeoQA / multimodal-open-r1
-(problem, solution "<answer> 3 </answer>"), ViRL39K (question, answer "\\boxed{3}", image paths), MMK12,
+(problem, solution "<answer> 3 </answer>"; its evaluation files: image_path, question, ground_truth), ViRL39K (question, answer "\\boxed{3}", image paths), MMK12,
 ThinkLite-VL (problem, answer, image), EasyR1's hiyouga/geometry3k (images, problem "<image>...", answer),
 MME and POPE (question, answer Yes/No), RealWorldQA, lmms-lab/ChartQA (question, answer).
 """
@@ -303,6 +303,8 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
     if prompt is None:
         raise BadRow(where, "missing or empty (no prompt, question or problem; --question gives rows without one "
                             "a prompt)", column="prompt")
+    if is_empty(row.get("answer")) and "ground_truth" in row:  # R1-V's evaluation files
+        row["answer"] = row.pop("ground_truth")
     answer, accepted = accepted_answers(row.get("answer"), row.get("answer_type"), where)
     if answer is None and (solved := solution_answer(row.get("solution"))) is not None:
         answer = solved
@@ -319,6 +321,8 @@ def convert(record: dict[str, Any], where: Where, base_dir: Path, ctx: Context) 
         row["image"] = decoded  # the image itself; `image` held its path in the source archive
     elif decoded is not None:
         row["decoded_image"] = decoded
+    if row.get("images") is None and row.get("image") is None and "image_path" in row:
+        row["image"] = row.pop("image_path")  # R1-V's evaluation files name the image by its path only
     images = image_refs(row.pop("images", None)) + image_refs(row.pop("image", None)) + numbered_images(row)
     meta = metadata_dict(row.get("metadata"), where)
     meta.update({k: v for k, v in row.items() if k not in KNOWN and k != "video"})
