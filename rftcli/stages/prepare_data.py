@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rftcli.atomic import check_output, output_of
-from rftcli.errors import first_line
 from rftcli.contamination import row_hash, table_hashes
+from rftcli.errors import first_line
 from rftcli.formats import BadRow, Context, Record, Where
 from rftcli.formats.build import RowBuilder, raw_json
 from rftcli.formats.prompt import resolve_instruction, resolve_system
