@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from rftcli.cli import app
@@ -112,13 +113,15 @@ def test_every_recipe_yaml_loads_into_its_stage_config(yaml_file):
 
     stage = {"data": "prepare_data", "prompts": "prepare_data", "sft": "sft_coldstart", "rollout": "rollout",
              "score": "score", "grpo": "train_grpo", "online": "train_grpo", "offline": "train_grpo",
-             "eval": "eval"}[yaml_file.stem]
+             "eval": "eval", "test": "prepare_data", "eval-data": "prepare_data", "merge": "merge"}[yaml_file.stem]
     cls = import_module(f"rftcli.stages.{stage}").Config
     required = {"prepare_data": {"out": "x"}, "sft_coldstart": {"dataset": "d", "model": "m", "out": "o"},
                 "rollout": {"dataset": "d", "model": "m", "out": "o"},
                 "train_grpo": {"dataset": "d", "model": "m", "out": "o"},
                 "score": {"rollouts": "r", "out": "o"},
-                "eval": {"dataset": "d", "models": ("m",), "out": "o"}}[stage]
+                "eval": {"dataset": "d", "models": ("m",), "out": "o"}, "merge": {"adapter": "a", "out": "o"}}[stage]
+    if stage == "prepare_data" and "task" not in yaml.safe_load(yaml_file.read_text()):
+        required = {**required, "input": "i"}  # the recipe gives its data (DATA=) on the command line
     if yaml_file.stem == "offline":
         required = {"rollouts": "r", "model": "m", "out": "o"}
     build_config(cls, yaml_file, required)
