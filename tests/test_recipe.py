@@ -64,3 +64,37 @@ def test_tiny_recipe_runs_and_reruns_only_stale_stages(tmp_path):
         assert f"rftcli {stage}" in stale
     for stage in ("prepare-data", "sft-coldstart", "rollout", "score"):
         assert f"rftcli {stage}" not in stale
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_tiny_ab_target_runs_both_arms_on_every_set_and_prompt(tmp_path):
+    from rftcli.contamination import table_hashes
+
+    recipe = tmp_path / "tiny"
+    shutil.copytree(ROOT / "recipes" / "tiny", recipe)
+    for name, changes in SHORT.items():
+        settings = yaml.safe_load((recipe / name).read_text())
+        settings.update(changes)
+        (recipe / name).write_text(yaml.safe_dump(settings))
+
+    run = _make(recipe, "ab", "AB_SEEDS=0", "AB_OOD_ROWS=8")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ab = recipe / "out" / "ab"
+    weak, true = (read_table(ab / f"data-{arm}.parquet", "dataset").table for arm in ("weak", "true"))
+    # The arms differ only in the SFT targets: same ids, splits, prompts, images and answers.
+    for column in ("id", "split", "prompt", "images", "answer"):
+        assert weak[column].to_pylist() == true[column].to_pylist(), column
+    trained = set(table_hashes(weak))
+    for name in ("more-distractors", "larger-images", "crowded"):
+        ood = read_table(ab / f"ood-{name}.parquet", "dataset").table
+        assert ood.num_rows == 8 and not trained & set(table_hashes(ood))
+    for arm in ("weak", "true"):
+        assert read_checkpoint_manifest(ab / f"seed0/{arm}/sft")["inputs"]["dataset"]["path"] == f"out/ab/data-{arm}.parquet"
+        assert read_checkpoint_manifest(ab / f"seed0/{arm}/grpo")["base_model"] == f"out/ab/seed0/{arm}/sft"
+    grid = json.loads((ab / "seed0" / "eval" / "summary.json").read_text())["grid"]
+    cells = {(c["model"], c["set"], c["prompt"]) for c in grid}
+    assert len(cells) == 4 * 4 * 2 and ("grpo-true", "crowded", "direct") in cells
+    table = (ab / "ab.md").read_text()
+    assert "| grpo-weak |" in table and "| true |" in table and "crowded, direct" in table
+    assert len((ab / "ab.csv").read_text().splitlines()) == 1 + 4 * 4 * 2
