@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 FAMILIES: dict[str, str] = {
     "tiny-qwen2-vl": "rftcli.families.qwen:build_qwen2_vl",
@@ -27,6 +28,21 @@ FAMILIES: dict[str, str] = {
     "tiny-smolvlm2": "rftcli.families.smolvlm:build",
 }
 """Built-in model name (without "builtin:") -> "rftcli.families.<module>:<function>"."""
+
+
+def save_random_model(model_class: Any, config: Any, processor: Any, generation: dict[str, Any], out_dir: Path,
+                      seed: int) -> None:
+    """Initialise `model_class(config)` in float32 from `seed` (without touching the caller's RNG), give it a
+    generation config of `generation` (special-token ids), and save it and `processor` into `out_dir`."""
+    import torch
+    from transformers import GenerationConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config).to(torch.float32)
+    model.generation_config = GenerationConfig(**generation)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
 
 
 def build_family(name: str, out_dir: Path, seed: int) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rftcli.families import save_random_model
+
 # Gemma's specials in Gemma's order (pad 0, eos 1, bos 2, unk 3, mask 4), then the turn and image markers.
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
                   "<start_of_image>", "<end_of_image>", "<image_soft_token>")
@@ -106,8 +108,7 @@ def build_tokenizer():
 
 def build(out_dir: Path, seed: int) -> None:
     """Build tiny-gemma3 into the empty folder `out_dir`."""
-    import torch
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, GenerationConfig
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     tokenizer = build_tokenizer()
@@ -134,9 +135,5 @@ def build(out_dir: Path, seed: int) -> None:
         boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
         image_token_index=ids["<image_soft_token>"], eos_token_id=eos, **special_ids,
     )
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = Gemma3ForConditionalGeneration(config).to(torch.float32)
-    model.generation_config = GenerationConfig(eos_token_id=eos, **special_ids)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_random_model(Gemma3ForConditionalGeneration, config, processor,
+                      dict(eos_token_id=eos, **special_ids), out_dir, seed)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from rftcli.families import save_random_model
 from rftcli.tiny_model import QWEN_SPECIAL_TOKENS, build_tokenizer
 
 INTERNVL_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>",
@@ -59,8 +60,7 @@ CHAT_TEMPLATE = (
 
 def build(out_dir: Path, seed: int) -> None:
     """Build the tiny InternVL model, tokenizer and processor with weights from `seed`; save them into `out_dir`."""
-    import torch
-    from transformers import GenerationConfig, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
@@ -95,9 +95,5 @@ def build(out_dir: Path, seed: int) -> None:
         image_seq_length=IMAGE_SEQ_LENGTH, downsample_ratio=0.5, vision_feature_layer=-1,
         vision_feature_select_strategy="default", tie_word_embeddings=False,
     )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = InternVLForConditionalGeneration(config).to(torch.float32)
-    model.generation_config = GenerationConfig(**special_ids)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_random_model(InternVLForConditionalGeneration, config, processor,
+                      special_ids, out_dir, seed)

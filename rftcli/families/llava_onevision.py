@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rftcli.families import save_random_model
 from rftcli.tiny_model import build_tokenizer
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
@@ -62,9 +63,7 @@ CHAT_TEMPLATE = (
 def build(out_dir: Path, seed: int) -> None:
     """Build the tiny LLaVA-OneVision model, tokenizer and processor with weights from `seed`; save them into
     `out_dir`."""
-    import torch
     from transformers import (
-        GenerationConfig,
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionProcessor,
@@ -105,9 +104,5 @@ def build(out_dir: Path, seed: int) -> None:
         vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=GRID_PINPOINTS,
         vision_aspect_ratio="anyres_max_9", tie_word_embeddings=False,
     )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = LlavaOnevisionForConditionalGeneration(config).to(torch.float32)
-    model.generation_config = GenerationConfig(**special_ids)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_random_model(LlavaOnevisionForConditionalGeneration, config, processor,
+                      special_ids, out_dir, seed)

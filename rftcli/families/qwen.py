@@ -34,6 +34,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rftcli.families import save_random_model
+
 TEXT_HIDDEN = 64  # bnb's 4-bit blocksize is 64: narrower language-model layers would not quantize
 VISION_HIDDEN = 32
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 112 * 112  # 14 px patches: a 56x56 image is 4 merged tokens
@@ -48,19 +50,6 @@ def _special_ids(tokenizer: Any) -> dict[str, Any]:
         vision=dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                     vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"]),
     )
-
-
-def _save(model_class: Any, config: Any, processor: Any, special: dict[str, Any], out_dir: Path, seed: int) -> None:
-    """Initialise `model_class(config)` from `seed` (without touching the caller's RNG) and save model + processor."""
-    import torch
-    from transformers import GenerationConfig
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_class(config).to(torch.float32)
-    model.generation_config = GenerationConfig(**special["text"])
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
 
 
 def _image_processor(patch: int, min_pixels: int, max_pixels: int):
@@ -96,7 +85,7 @@ def build_qwen2_vl(out_dir: Path, seed: int) -> None:
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
         tie_word_embeddings=False, **special["vision"],
     )
-    _save(Qwen2VLForConditionalGeneration, config, processor, special, out_dir, seed)
+    save_random_model(Qwen2VLForConditionalGeneration, config, processor, special["text"], out_dir, seed)
 
 
 def build_qwen3_vl(out_dir: Path, seed: int) -> None:
@@ -125,7 +114,7 @@ def build_qwen3_vl(out_dir: Path, seed: int) -> None:
                            num_position_embeddings=64, deepstack_visual_indexes=[0]),
         tie_word_embeddings=True, **special["vision"],
     )
-    _save(Qwen3VLForConditionalGeneration, config, processor, special, out_dir, seed)
+    save_random_model(Qwen3VLForConditionalGeneration, config, processor, special["text"], out_dir, seed)
 
 
 def build_qwen3_5(out_dir: Path, seed: int) -> None:
@@ -159,4 +148,4 @@ def build_qwen3_5(out_dir: Path, seed: int) -> None:
                            num_position_embeddings=64),
         tie_word_embeddings=False, **special["vision"],
     )
-    _save(Qwen3_5ForConditionalGeneration, config, processor, special, out_dir, seed)
+    save_random_model(Qwen3_5ForConditionalGeneration, config, processor, special["text"], out_dir, seed)

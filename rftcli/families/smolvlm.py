@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rftcli.families import save_random_model
+
 IMAGE_SIZE = 56
 PATCH_SIZE = 14
 SCALE_FACTOR = 2
@@ -45,8 +47,7 @@ CHAT_TEMPLATE = (
 
 def build(out_dir: Path, seed: int) -> None:
     """Build tiny-smolvlm2 into the empty folder `out_dir`."""
-    import torch
-    from transformers import GenerationConfig, Idefics3Processor, SmolVLMConfig, SmolVLMForConditionalGeneration
+    from transformers import Idefics3Processor, SmolVLMConfig, SmolVLMForConditionalGeneration
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
     from rftcli.tiny_model import build_tokenizer
@@ -76,9 +77,5 @@ def build(out_dir: Path, seed: int) -> None:
         ),
         scale_factor=SCALE_FACTOR, image_token_id=ids["<image>"], tie_word_embeddings=False, **special_ids,
     )
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = SmolVLMForConditionalGeneration(config).to(torch.float32)
-    model.generation_config = GenerationConfig(**special_ids)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_random_model(SmolVLMForConditionalGeneration, config, processor,
+                      special_ids, out_dir, seed)
