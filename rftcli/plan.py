@@ -130,6 +130,9 @@ class Plan:
     shape: Shape
     logprobs_chunked: bool
     """Whether the stage computes log-probs in chunks of positions (no full logits)."""
+    phases: tuple[tuple[str, float], ...] = ()
+    """(phase, bytes) of the phases the stage has: weights, LoRA and optimizer states plus the training phase's
+    or the generation phase's parts, without the CUDA overhead; `peak` is the largest plus that overhead."""
 
     def fits(self, gib: float) -> bool:
         return self.peak <= gib * GIB
@@ -241,9 +244,12 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     gen_batch = micro * s.grad_accum if s.stage == "train-grpo" else micro
     kv_cache = 2 * layers * kvd * seq * gen_batch * e if generates else 0.0
     prefill = gen_batch * prompt * (4 * h + 3 * i) * e if generates else 0.0
-    if generates and s.device == "cpu":
-        # On the CPU, the last position's LM head in generate runs as a batched matmul that copies the head's
-        # weight once per sequence (measured by bench/plan_calibration.py); CUDA broadcasts it without a copy.
+    if s.stage == "train-grpo" and not s.full and s.device == "cpu":
+        # On the CPU, generate's LM head on the last position (a strided slice) with a frozen head weight runs
+        # as torch.matmul's unfolded path, a batched matmul that copies the weight once per sequence (measured by
+        # bench/plan_calibration.py); a head weight that requires grad (rollout, full fine-tune) folds to one
+        # matmul without the copy. On CUDA the batched matmul is taken to read the broadcast weight in place (not yet
+        # measured on a GPU).
         prefill += gen_batch * vocab * h * e
     # Vision: one block's working set on the batch's images, and the merged embeddings.
     vis_patches = sample.patches * max(micro, gen_batch if generates else 0)
@@ -275,8 +281,11 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
          f"{CUDA_CONTEXT / GIB:.1f} GiB + {ALLOCATOR_MARGIN:.0%}" if overhead else "not on CPU"),
     )
     steps = s.grad_accum if s.stage != "rollout" else 1
+    fixed = weights + lora + optimizer
+    phases = tuple((name, fixed + size) for name, size, present in (
+        ("training", train_phase, training), ("generation", gen_phase, generates)) if present)
     return Plan(parts=parts, peak=peak, tokens_per_step=micro * steps * seq, sample=sample, settings=s, shape=model,
-                logprobs_chunked=chunked)
+                logprobs_chunked=chunked, phases=phases)
 
 
 def fixes(config: Mapping[str, Any], result: Plan, gib: float) -> list[tuple[str, Plan]]:
@@ -340,7 +349,10 @@ def settings_from(config: Any, device: str) -> Settings:
     else:
         completion = getattr(config, "max_completion_length", None) or getattr(config, "max_new_tokens", 64)
     batch = getattr(config, "batch_size", 8)
-    return Settings(stage=stage, batch_size=batch if isinstance(batch, int) else 8,
+    batch = batch if isinstance(batch, int) else 8
+    if stage == "rollout":  # rollout's batch_size counts prompts; the plan's counts sequences
+        batch *= getattr(config, "num_generations", 1)
+    return Settings(stage=stage, batch_size=batch,
                     grad_accum=getattr(config, "grad_accum", 1), num_generations=getattr(config, "num_generations", 1),
                     max_completion_length=completion, max_prompt_length=config.max_prompt_length,
                     max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS,
@@ -367,10 +379,11 @@ def preflight(config: Any, rows: list[Mapping[str, Any]]) -> Plan | None:
     try:
         model_config = read_model_config(config.model)
         model_shape = shape(model_config, config.model)
-    except ValueError:
+    except ValueError as err:
         if config.gpu_memory is None:
             return None  # a model the plan does not know: nothing to say on a GPU run
-        raise
+        raise ValueError(f"{err}; --gpu-memory cannot be checked for it: drop --gpu-memory or pass --no-preflight "
+                         "to go on") from None
     settings = settings_from(config, "cuda")
     result = plan(model_config, settings, worst_case(rows, model_shape, settings),
                   where=config.model)

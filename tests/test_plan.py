@@ -149,6 +149,19 @@ def test_no_preflight_goes_on(dataset):
     assert fits is not None and fits.fits(24)
 
 
+def test_a_model_the_plan_does_not_know_is_checked_only_when_asked(tmp_path, dataset):
+    from rftcli.stages import train_grpo
+    from rftcli.stages.rollout import used_rows
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": {}}))
+    rows = used_rows(dataset, "train").to_pylist()
+    config = train_grpo.Config(dataset=dataset, model=str(tmp_path), out=Path("unused"))
+    assert plan.preflight(config, rows) is None  # no --gpu-memory and no CUDA: nothing to check
+    with pytest.raises(ValueError, match=r"'gemma3' is not planned for.*--no-preflight"):
+        plan.preflight(train_grpo.Config(dataset=dataset, model=str(tmp_path), out=Path("unused"), gpu_memory=24),
+                       rows)
+
+
 def test_first_sampler_swaps_the_longest_row_to_the_front():
     base = [3, 3, 1, 1, 0, 0, 2, 2]  # TRL's RepeatSampler: each prompt G times
     assert list(plan.FirstSampler(base, 2)) == [2, 2, 1, 1, 0, 0, 3, 3]
@@ -195,3 +208,32 @@ def test_calibration_cuts_text_and_vision_depth_alike(name):
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
     assert shape.params == sum(p.numel() for p in model.parameters())
+
+
+def test_phases_add_up_to_the_peak_and_only_online_grpo_on_cpu_pays_the_head_copy():
+    config = json.loads(CONFIGS[0].read_text())
+    shape = plan.shape(config)
+
+    def generation_above_fixed(p):  # the generation phase without weights, LoRA and optimizer states
+        parts = dict((n, s) for n, s, _ in p.parts)
+        return dict(p.phases)["generation"] - parts["weights"] - parts["LoRA parameters"] - parts["optimizer states"]
+
+    online = plan.plan(config, plan.Settings(device="cpu", batch_size=4))
+    assert [name for name, _ in online.phases] == ["training", "generation"]
+    assert online.peak == max(size for _, size in online.phases)  # no CUDA overhead on a CPU
+    rollout = plan.plan(config, plan.Settings(stage="rollout", device="cpu", batch_size=4))
+    assert [name for name, _ in rollout.phases] == ["generation"]
+    head_copy = 4 * shape.vocab * shape.hidden * 2  # one copy of the frozen head per generated sequence
+    assert generation_above_fixed(online) - generation_above_fixed(rollout) == pytest.approx(head_copy)
+    full = plan.plan(config, plan.Settings(device="cpu", batch_size=4, full=True))
+    assert generation_above_fixed(full) == pytest.approx(generation_above_fixed(rollout))
+    cuda = plan.plan(config, plan.Settings(device="cuda", batch_size=4))
+    assert generation_above_fixed(cuda) == pytest.approx(generation_above_fixed(rollout))
+    assert cuda.peak > max(size for _, size in cuda.phases)  # the context and the margin come on top
+
+
+def test_a_rollout_config_plans_its_prompts_times_their_completions():
+    from rftcli.stages import rollout
+
+    config = rollout.Config(dataset=Path("d.parquet"), model="m", out=Path("o"), num_generations=8, batch_size=3)
+    assert plan.settings_from(config, "cuda").batch_size == 24

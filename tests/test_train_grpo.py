@@ -518,3 +518,21 @@ def test_accelerate_recipes_load_and_say_how_to_launch(name, kind, stage):
     assert config.distributed_type.value == kind and config.num_machines == 1
     assert config.deepspeed_config.get("zero_stage") == stage
     assert f"accelerate launch --config_file recipes/accelerate/{name}.yaml" in path.read_text()
+
+
+def test_the_first_offline_step_holds_the_longest_completion(tmp_path, scores, tiny_model_dir):
+    """Offline mode orders like online: the row with the longest prompt and completion comes first."""
+    from rftcli.loading import load_model
+    from rftcli.plan import longest_row
+
+    config = train_grpo.Config(rollouts=scores, model=str(tiny_model_dir), out=tmp_path / "out", batch_size=4,
+                               max_steps=1, seed=0, allow_policy_mismatch=True)
+    _, build, _ = train_grpo._offline_trainer(config, tmp_path / "work", "any")
+    trainer = build(load_model(str(tiny_model_dir), dtype="float32"))
+    torch.manual_seed(0)
+    order = list(trainer._get_train_sampler())
+    torch.manual_seed(0)
+    base = list(type(trainer)._get_train_sampler(trainer))  # the same draw without worst-first
+    longest = longest_row(trainer.train_dataset.rows, str(tiny_model_dir))
+    assert order[0] == longest and base[0] != longest
+    assert order == [{base[0]: longest, longest: base[0]}.get(i, i) for i in base]  # one swap, nothing else

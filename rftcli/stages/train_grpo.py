@@ -366,6 +366,7 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
         row["images"] = shrinker.images(row["images"])
     budget.check(config.rollouts, data.rows, row_positions(config.rollouts))
     preflight(config, data.rows)  # a run that cannot fit the device stops here, before any weights load
+    longest = longest_row(data.rows, config.model)  # the first step runs it: an out-of-memory comes at once
     # The input is checked: only now the imports and the model that take seconds to minutes.
     from peft import get_peft_model
     from transformers import TrainingArguments
@@ -394,10 +395,10 @@ def _offline_trainer(config: Config, work_path: Path, policy_hash: str):
                 for p in model.parameters():
                     if p.requires_grad:
                         p.data = p.data.to(torch.bfloat16)
-        return build_trainer(model=model, processor=loaded.processor, data=data, args=args,
-                             settings=_settings(config, data.max_new_tokens),
-                             mask_truncated_completions=config.mask_truncated_completions,
-                             top_entropy_quantile=config.top_entropy_quantile, ref_model=ref)
+        return worst_first(build_trainer(model=model, processor=loaded.processor, data=data, args=args,
+                                         settings=_settings(config, data.max_new_tokens),
+                                         mask_truncated_completions=config.mask_truncated_completions,
+                                         top_entropy_quantile=config.top_entropy_quantile, ref_model=ref), longest)
 
     extra = {"rewards": [{"name": n, "weight": w} for n, w in zip(data.reward_names, data.reward_weights, strict=True)],
              "rollouts": {"groups": data.groups, "completions": len(data.rows), "zero_std_groups": data.zero_std_groups,
