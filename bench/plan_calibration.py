@@ -52,8 +52,9 @@ def cut_config(name: str, layers: int) -> dict:
     return config
 
 
-def build_model(name: str, layers: int, folder: Path) -> None:
-    """Random bf16 weights at the widths of `name`, rftcli's built-in tokenizer and processor."""
+def build_model(name: str, layers: int, folder: Path, weights: bool = True) -> None:
+    """Random bf16 weights at the widths of `name` (without `weights`: only config and processor), rftcli's
+    built-in tokenizer and processor."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -73,14 +74,15 @@ def build_model(name: str, layers: int, folder: Path) -> None:
         config.get("text_config", {}).pop(key, None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
-    cfg = AutoConfig.from_pretrained(folder)
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)  # no fp32 copy of a 150k x 3.5k embedding
-    model = AutoModelForImageTextToText.from_config(cfg)
-    torch.set_default_dtype(torch.float32)
-    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
-    model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
-    model.save_pretrained(folder)
+    if weights:
+        cfg = AutoConfig.from_pretrained(folder)
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.bfloat16)  # no fp32 copy of a 150k x 3.5k embedding
+        model = AutoModelForImageTextToText.from_config(cfg)
+        torch.set_default_dtype(torch.float32)
+        model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+        model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+        model.save_pretrained(folder)
     if config["model_type"] == "qwen3_vl":
         from transformers import Qwen3VLProcessor
 
@@ -133,33 +135,57 @@ class AllocatorPeak:
         for e in events:
             running += e.nbytes()
             peak = max(peak, running)
-        self.peak = peak
+        self.peak, self.net = peak, running  # net: bytes still held at the window's end
         return False
 
 
 def measure(args) -> dict:
-    """One measurement in this process (called through --measure)."""
+    """One measurement in this process (called through --measure). A train-grpo step is split in two windows
+    at its first loss: generation (with scoring) and training (loss, backward, optimizer step); a rollout is one
+    window from the loaded model to the written table."""
     import torch
+
+    torch.manual_seed(0)
+    if args.mode == "rollout":
+        return measure_rollout(args)
     import transformers
 
     from rftcli import training
     from rftcli.stages import train_grpo
 
-    torch.manual_seed(0)
     result: dict = {}
+
     class Window(transformers.TrainerCallback):
         def on_train_begin(self, _args, state, control, model=None, **kw):
             result["model_bytes"] = tensor_bytes(model)
             self.window = AllocatorPeak().__enter__()
 
+        def split(self):
+            """At the first loss: close the generation window, open the training one."""
+            if "generation_peak" in result:
+                return
+            self.window.__exit__(None, None, None)
+            result["generation_peak"], result["generation_net"] = self.window.peak, self.window.net
+            self.window = AllocatorPeak().__enter__()
+
         def on_train_end(self, *_a, **_k):
             self.window.__exit__(None, None, None)
-            result["allocated_peak"] = self.window.peak
+            # The training window starts from what the generation window left allocated.
+            result["training_peak"] = result["generation_net"] + self.window.peak
+            result["allocated_peak"] = max(result["generation_peak"], result["training_peak"])
 
     real_attach = training.attach_progress
 
     def attach(trainer, kind):
-        trainer.add_callback(Window())
+        window = Window()
+        trainer.add_callback(window)
+        compute_loss = trainer.compute_loss
+
+        def split_then_loss(*a, **kw):
+            window.split()
+            return compute_loss(*a, **kw)
+
+        trainer.compute_loss = split_then_loss
         return real_attach(trainer, kind)
 
     training.attach_progress = attach  # the stage imports it from rftcli.training when it runs
@@ -168,6 +194,30 @@ def measure(args) -> dict:
         max_completion_length=args.max_completion_length, batch_size=args.batch_size, max_steps=1, limit=args.limit,
         load_in_4bit=args.mode == "qlora", gradient_checkpointing=args.gradient_checkpointing, dtype="bfloat16",
         lora_r=args.lora_r, learning_rate=1e-4, logging_steps=1, seed=0, overwrite=True))
+    return result
+
+
+def measure_rollout(args) -> dict:
+    """`rftcli rollout` of one batch (batch_size / G prompts, G completions each) with bf16 weights."""
+    from rftcli.stages import rollout
+
+    result: dict = {}
+    real_init = rollout.HFPolicy.__init__
+
+    def init(self, config):
+        real_init(self, config)
+        result["model_bytes"] = tensor_bytes(self.model)
+        result["window"] = AllocatorPeak().__enter__()
+
+    rollout.HFPolicy.__init__ = init
+    prompts = args.batch_size // args.num_generations
+    rollout.run(rollout.Config(dataset=Path(args.dataset), model=args.model, out=Path(args.out),
+                               num_generations=args.num_generations, max_new_tokens=args.max_completion_length,
+                               batch_size=prompts, limit=prompts, dtype="bfloat16", seed=0, overwrite=True),
+                progress=False)
+    window = result.pop("window")
+    window.__exit__(None, None, None)
+    result["generation_peak"] = result["allocated_peak"] = window.peak
     return result
 
 
@@ -188,17 +238,54 @@ def predict(name: str, layers: int, mode: str, settings_args, model: str, datase
 
     config = cut_config(name, layers)
     shape = plan.shape(config)
-    settings = plan.Settings(stage="train-grpo", batch_size=settings_args.batch_size, grad_accum=1,
-                             num_generations=settings_args.num_generations,
+    rollout = mode == "rollout"
+    settings = plan.Settings(stage="rollout" if rollout else "train-grpo", batch_size=settings_args.batch_size,
+                             grad_accum=1, num_generations=settings_args.num_generations,
                              max_completion_length=settings_args.max_completion_length,
                              lora_r=settings_args.lora_r, load_in_4bit=mode == "qlora",
-                             gradient_checkpointing=settings_args.gradient_checkpointing,
+                             gradient_checkpointing=settings_args.gradient_checkpointing and not rollout,
                              device="cpu")
-    tokens, rows = prompt_tokens(model, dataset, settings_args.limit)
+    limit = settings_args.batch_size // settings_args.num_generations if rollout else settings_args.limit
+    tokens, rows = prompt_tokens(model, dataset, limit)
     estimate = plan.worst_case(rows, shape, settings)
     sample = plan.Sample(prompt_tokens=tokens, image_tokens=estimate.image_tokens, patches=estimate.patches,
                          source="measured prompt")
     return plan.plan(config, settings, sample)
+
+
+def repredict(args) -> None:
+    """The --rows file's predictions again, from the current rftcli.plan (the measured columns are kept)."""
+    from types import SimpleNamespace
+
+    from rftcli.plan import GIB
+    from rftcli.stages import prepare_data
+
+    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset = tmp / "counting.parquet"
+        prepare_data.run(prepare_data.Config(out=dataset, task="counting", num=16, test_fraction=0.25))
+        for row in rows:
+            folder = tmp / f"{row['config']}-{row['layers']}"
+            if not folder.exists():
+                build_model(row["config"], row["layers"], folder, weights=False)
+            settings = SimpleNamespace(batch_size=row["batch_size"], num_generations=row["num_generations"],
+                                       max_completion_length=row["max_completion_length"], lora_r=row.get("lora_r", 16),
+                                       gradient_checkpointing=row["gradient_checkpointing"], limit=row.get("limit", 2))
+            predicted = predict(row["config"], row["layers"], row["mode"], settings, str(folder), dataset)
+            sample = [predicted.sample.prompt_tokens, predicted.sample.image_tokens, predicted.sample.patches]
+            if row.get("sample", sample) != sample:
+                raise SystemExit(f"{row['config']} {row['layers']} {row['mode']}: the worst-case sample changed")
+            row.update(sample=sample, predicted=predicted.peak / GIB, error=(predicted.peak / GIB - row["measured"])
+                       / row["measured"], parts={n: round(b / GIB, 3) for n, b, _ in predicted.parts})
+            for name, size in predicted.phases:
+                if name in row.get("phases", {}):
+                    phase = row["phases"][name]
+                    phase.update(predicted=size / GIB, error=(size / GIB - phase["measured"]) / phase["measured"])
+            print(json.dumps(row), flush=True)
+    args.rows.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if args.results is not None:
+        write_results(args.results, render(rows, args))
 
 
 def versions() -> str:
@@ -211,7 +298,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=[p.name for p in sorted(CONFIGS.iterdir()) if p.is_dir()])
     parser.add_argument("--layers", nargs="+", type=int, default=[1, 2, 4])
-    parser.add_argument("--modes", nargs="+", default=["qlora", "lora"], choices=["qlora", "lora"])
+    parser.add_argument("--modes", nargs="+", default=["qlora", "lora"], choices=["qlora", "lora", "rollout"],
+                        help="qlora and lora: one train-grpo step; rollout: one rollout batch (bf16).")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-generations", type=int, default=2)
     parser.add_argument("--max-completion-length", type=int, default=8)
@@ -222,6 +310,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="Markdown file whose calibration section to write.")
     parser.add_argument("--rows", type=Path, default=None,
                         help="JSON-lines file each measured row is appended to; the table shows all its rows.")
+    parser.add_argument("--repredict", action="store_true",
+                        help="Recompute the predictions of the --rows file with the current plan (the measurements "
+                             "stay) and write the table; builds only each config's processor.")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -237,6 +328,11 @@ def main() -> None:
     from rftcli.plan import GIB
     from rftcli.stages import prepare_data
 
+    if args.repredict:
+        if args.rows is None:
+            raise SystemExit("--repredict needs --rows")
+        repredict(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -250,7 +346,7 @@ def main() -> None:
                 print(f"built {name} with {layers} layer(s) in {time.perf_counter() - start:.0f} s", flush=True)
                 for mode in args.modes:
                     predicted = predict(name, layers, mode, args, str(folder), dataset)
-                    measured, rss, seconds = [], [], []
+                    measured, rss, seconds, phases = [], [], [], {}
                     for _ in range(args.repeats):
                         start = time.perf_counter()
                         out = tmp / "ckpt"
@@ -269,6 +365,9 @@ def main() -> None:
                             raise SystemExit(f"measurement failed: {name} {layers} {mode}")
                         result = json.loads(line[0][7:])
                         measured.append(result["model_bytes"] + result["allocated_peak"])
+                        for phase in ("generation", "training"):
+                            if f"{phase}_peak" in result:
+                                phases.setdefault(phase, []).append(result["model_bytes"] + result[f"{phase}_peak"])
                         rss.append(result["rss"])
                         seconds.append(time.perf_counter() - start)
                         if out.exists():
@@ -282,7 +381,16 @@ def main() -> None:
                                measured=med / GIB, low=min(measured) / GIB, high=max(measured) / GIB,
                                error=(predicted.peak - med) / med, rss=max(rss) / GIB,
                                seconds=statistics.median(seconds), repeats=args.repeats,
-                               parts={n: round(b / GIB, 3) for n, b, _ in predicted.parts})
+                               parts={n: round(b / GIB, 3) for n, b, _ in predicted.parts},
+                               phases={name: dict(predicted=size / GIB,
+                                                  measured=statistics.median(phases[name]) / GIB,
+                                                  error=(size - statistics.median(phases[name]))
+                                                  / statistics.median(phases[name]))
+                                       for name, size in predicted.phases if name in phases})
+                    row["command"] = command(args)
+                    row.update(limit=args.limit, lora_r=args.lora_r, sample=[predicted.sample.prompt_tokens,
+                                                                              predicted.sample.image_tokens,
+                                                                              predicted.sample.patches])
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if args.rows is not None:
@@ -294,13 +402,26 @@ def main() -> None:
     table = render(rows, args)
     print(table)
     if args.results is not None:
-        text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
-        if MARK_BEGIN in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            text = head + table + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + table
-        args.results.write_text(text)
+        write_results(args.results, table)
+
+
+def write_results(path: Path, table: str) -> None:
+    """Put `table` between the calibration markers of the Markdown file `path` (appended when it has none)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + table + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + table
+    path.write_text(text)
+
+
+def command(args) -> str:
+    """The invocation that measured a row, without --rows and --results."""
+    return (f"python bench/plan_calibration.py --configs {' '.join(args.configs)} --layers "
+            f"{' '.join(map(str, args.layers))} --modes {' '.join(args.modes)} --repeats {args.repeats} "
+            f"--num-generations {args.num_generations} --max-completion-length {args.max_completion_length} "
+            f"--batch-size {args.batch_size}{' --gradient-checkpointing' if args.gradient_checkpointing else ''}")
 
 
 def render(rows: list[dict], args) -> str:
@@ -309,27 +430,34 @@ def render(rows: list[dict], args) -> str:
     lines = [MARK_BEGIN, f"## rftcli plan against measured peak memory, CPU ({time.strftime('%Y-%m-%d', time.gmtime())})",
              "",
              f"Device: CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared). Versions: "
-             f"{versions()}. Command: `python bench/plan_calibration.py --configs {' '.join(args.configs)} --layers "
-             f"{' '.join(map(str, args.layers))} --modes {' '.join(args.modes)} --repeats {args.repeats} "
-             f"--num-generations {args.num_generations} --max-completion-length {args.max_completion_length} "
-             f"--batch-size {args.batch_size}{' --gradient-checkpointing' if args.gradient_checkpointing else ''} "
-             "--rows bench/plan_calibration.jsonl --results bench/RESULTS.md` (the table holds every row of the "
-             "--rows file; each row's own settings are in its columns). Random bf16 weights at the published widths with few layers; one online "
-             "train-grpo step (qlora: NF4 base; lora: bf16 base). Measured: model tensors at the "
-             "start + the peak of the allocator's cumulative allocations (torch.profiler, profile_memory=True), median "
-             "and min-max over the repeats; predicted: `rftcli.plan` for the same settings on CPU.",
+             f"{versions()}. Commands: "
+             + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "") for r in rows) if c)
+             + " (each with `--rows bench/plan_calibration.jsonl --results bench/RESULTS.md`; the table holds every row of the "
+             "--rows file; each row's own settings are in its columns). Random bf16 weights at the published widths with few "
+             "layers; qlora and lora: one online train-grpo step (NF4 or bf16 base); rollout: one `rftcli rollout` batch "
+             "(bf16). Measured: model tensors at the start + the peak of the allocator's cumulative allocations "
+             "(torch.profiler, profile_memory=True), median and min-max over the repeats; the train-grpo step is split at "
+             "its first loss into the generation phase (generation and scoring) and the training phase (loss, backward, "
+             "optimizer step), each against the plan's phase of the same name. Predicted: `rftcli.plan` for the same "
+             "settings on CPU.",
              "",
-             "| config | layers | mode | G x completion, batch | predicted GiB (weights; rest) | measured GiB (min-max) "
-             "| model tensors; allocated peak above them | error | repeats | peak RSS GiB | s/run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | layers | mode | G x completion, batch | predicted peak GiB (weights; rest) "
+             "| measured peak GiB (min-max) | error | generation phase: predicted / measured GiB (error) "
+             "| training phase: predicted / measured GiB (error) | model tensors GiB | repeats | peak RSS GiB | s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def phase(r, name):
+        p = (r.get("phases") or {}).get(name)
+        return f"{p['predicted']:.3f} / {p['measured']:.3f} ({p['error']:+.1%})" if p else "-"
+
     for r in rows:
         rest = r["predicted"] - r["parts"]["weights"]
         settings = (f"{r['num_generations']} x {r['max_completion_length']}, {r['batch_size']}"
                     + (", ckpt" if r["gradient_checkpointing"] else ""))
         lines.append(f"| {r['config']} | {r['layers']} | {r['mode']} | {settings} | {r['predicted']:.3f} "
                      f"({r['parts']['weights']:.3f}; {rest:.3f}) | {r['measured']:.3f} ({r['low']:.3f}-{r['high']:.3f}) "
-                     f"| {r['model_gib']:.3f}; {r['allocated_gib']:.3f} | {r['error']:+.1%} | {r['repeats']} "
-                     f"| {r['rss']:.2f} | {r['seconds']:.0f} |")
+                     f"| {r['error']:+.1%} | {phase(r, 'generation')} | {phase(r, 'training')} | {r['model_gib']:.3f} "
+                     f"| {r['repeats']} | {r['rss']:.2f} | {r['seconds']:.0f} |")
     lines += ["", MARK_END]
     return "\n".join(lines) + "\n"
 

@@ -14,14 +14,22 @@ The model of memory (bytes; "16-bit" is bf16 or fp16):
   rest kept in 16 bits (embeddings, lm_head, norms, biases, the vision tower and merger), as rftcli loads it.
 - LoRA parameters r x (in + out) per adapted linear layer; their gradients, and AdamW's two fp32-sized states.
   PEFT keeps adapter weights in fp32 on a 16-bit base; with 4-bit on CUDA TRL casts them to bf16.
-- activations saved for backward, per decoder layer and token (`ACT_H` x hidden + `ACT_I` x MLP width +
-  `ACT_Q` x attention widths, times the element size); with gradient checkpointing only each layer's input is
-  kept plus one layer's activations while it is recomputed. Attention is SDPA/flash: no tokens x tokens matrix.
+- activations saved for backward, per decoder layer and token, as autograd keeps them with PEFT's LoRA (counted
+  with saved-tensor hooks on small models of these architectures; see `saved_per_token_layer`): SDPA's q, k, v and
+  output and the MLP's gate, up and act(gate) in 16 bits, both RMSNorm inputs in fp32 (and Qwen3's q/k norm
+  inputs), the LoRA rank-r intermediates, and the inputs of the adapted layers - shared in 16 bits when the
+  adapters are 16-bit (QLoRA and full fine-tuning), one fp32 copy per adapted layer when they are fp32 (PEFT's
+  default on a 16-bit base). A frozen base layer saves nothing. With gradient checkpointing only each layer's
+  input is kept plus one layer's activations while it is recomputed. Attention is SDPA/flash: no tokens x
+  tokens matrix.
 - logits: train-grpo (online through TRL's GRPOTrainer, offline through rftcli's trainer) computes log-probs with
-  TRL's fused LM head, which never holds whole logits: tiles of at most 4,096 tokens x 32,768 vocabulary columns,
-  `TILE_COPIES` fp32 temporaries in backward (on CUDA it scores the completion tokens only, elsewhere every
-  position). rftcli's own log-probs (rollout, rftcli/logprobs.py) also work in chunks. sft-coldstart (TRL's
-  SFTTrainer) computes the whole micro-batch's logits, batch x sequence x vocab, `LOGIT_COPIES` copies.
+  TRL's fused LM head, which never holds whole logits: tiles of at most 4,096 tokens x 32,768 vocabulary columns.
+  On CUDA its Triton kernels fold a tile in registers and accumulate in fp32 without copies, leaving the 16-bit
+  tile and the fp32 hidden-state gradient; elsewhere its torch fallback holds `TILE_FP32` fp32 temporaries of a
+  tile in backward, or the tile and the head's vocabulary slice upcast to fp32 for the accumulation, whichever
+  is larger (on CUDA it scores the completion tokens only, elsewhere every position). rftcli's own log-probs
+  (rollout, rftcli/logprobs.py) also work in chunks. sft-coldstart (TRL's SFTTrainer) computes the whole
+  micro-batch's logits, batch x sequence x vocab, `LOGIT_COPIES` copies.
 - generation: the KV cache of the whole generation batch (batch x grad_accum completions) at prompt +
   completion length, and the prefill's transient one-layer working set.
 - the vision tower on the worst-case batch's images: no gradients unless LoRA reaches it, so one block's
@@ -43,14 +51,15 @@ from typing import Any
 from rftcli.model_shape import Shape, read_model_config, shape, smart_resize
 
 GIB = 1024 ** 3
-ACT_H = 20  # saved tensors per token per layer, in hidden-size units (norm inputs in fp32 count twice)
-ACT_I = 4  # gate, up, act(gate), act(gate) * up
-ACT_Q = 3  # q, k, v after rotary and k, v repeated to the query heads, attention output
 LOGIT_COPIES = 5  # SFT: 16-bit logits, their fp32 upcast, the log-softmax kept for backward, its gradient
 TILE_TOKENS, TILE_VOCAB = 4096, 32768  # TRL's fused LM head: token x vocabulary tiles (trl.kernels.chunked_logprob)
-TILE_COPIES = 9  # fp32 temporaries of one tile in its backward (logits, scaled, log p, p, gradient terms)
-VIS_H = 8
+TILE_FP32 = 7.25  # fp32 temporaries of a tile in the torch fallback's backward (y, z, log p, p, the gradient and
+# two terms of it, and the 1-byte target mask), counted from trl.kernels.chunked_logprob
+VIS_H = 8  # the vision tower's working set per patch, in vision-width units (one block, no gradients)
 VIS_I = 3
+VIS_LORA_H, VIS_LORA_I = 20, 4  # saved per patch and vision block with LoRA on the tower (an estimate, not measured)
+LORA_INPUTS = {"q_proj": "h", "k_proj": "h", "v_proj": "h", "o_proj": "q", "gate_proj": "h", "up_proj": "h",
+               "down_proj": "i"}  # the input width of each adaptable language linear layer
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weight, 8-bit absmax per 64, fp32 per 256 absmax
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context and kernels, outside the allocator
 ALLOCATOR_MARGIN = 0.08  # fragmentation and cached blocks of PyTorch's CUDA allocator
@@ -192,6 +201,36 @@ def worst_case(rows: list[Mapping[str, Any]], model: Shape, settings: Settings) 
                   source=source)
 
 
+def saved_per_token_layer(model: Shape, names: set[str] | None, adapter_bytes: int, rank: int, full: bool) -> float:
+    """Bytes autograd keeps for backward per token and decoder layer (16-bit base; see the module docstring).
+
+    Counted with saved-tensor hooks on small Qwen2.5-VL and Qwen3-VL models (every LoRA target set and adapter dtype
+    tried matched to within 0.1%): a frozen layer saves nothing, so only SDPA, the MLP's activation, the norms
+    and the adapters' inputs and intermediates remain."""
+    e = 2
+    h, i = model.hidden, model.intermediate
+    q, kvd = model.heads * model.head_dim, model.kv_heads * model.head_dim
+    width = {"h": h, "q": q, "i": i}
+    targets = set(LORA_INPUTS) if full or names is None else names & set(LORA_INPUTS)
+    saved = e * (q + 2 * kvd + q)  # SDPA: q, k, v after rotary, and its output
+    if not full and not targets & {"q_proj", "k_proj"}:
+        saved += e * 2 * model.head_dim  # the rotary's cos and sin, kept when q and k come from frozen layers
+    saved += e * 3 * i  # gate, up, act(gate)
+    saved += 4 * (2 * h + 2)  # both RMSNorm inputs upcast to fp32, and their fp32 scale per token
+    if model.model_type == "qwen3_vl":
+        saved += 4 * (q + kvd + model.heads + model.kv_heads)  # the per-head q and k norms' inputs and scales
+    if adapter_bytes == e:  # the adapted layers' inputs, each saved once (o_proj's is SDPA's output)
+        saved += e * (h * bool(targets & {"q_proj", "k_proj", "v_proj"}) + h * bool(targets & {"gate_proj", "up_proj"})
+                      + i * ("down_proj" in targets))
+    else:  # PEFT casts each adapted layer's input to the fp32 adapter's dtype: one copy each
+        saved += adapter_bytes * sum(width[LORA_INPUTS[n]] for n in targets)
+    if full:  # trainable norm weights keep their normalised inputs
+        saved += e * 2 * h + (e * (q + kvd) if model.model_type == "qwen3_vl" else 0)
+    else:
+        saved += adapter_bytes * rank * len(targets)  # lora_A's output, kept for lora_B
+    return float(saved)
+
+
 def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = None,
          where: str = "config.json") -> Plan:
     """The predicted peak memory of a run with `settings` on the model of `config` (see the module docstring)."""
@@ -199,7 +238,7 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     sample = sample or budget_sample(model, settings)
     e = 2  # 16-bit element
     h, i, layers, vocab = model.hidden, model.intermediate, model.layers, model.vocab
-    q, kvd = model.heads * model.head_dim, model.kv_heads * model.head_dim
+    kvd = model.kv_heads * model.head_dim
     # Weights.
     if s.load_in_4bit:
         weights = model.quantizable * NF4_BYTES + (model.params - model.quantizable) * e
@@ -213,7 +252,8 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     if s.lora_vision:
         in_out += model.vision_lora_in_out
     trainable = model.params if s.full else s.lora_r * in_out
-    lora_bytes = e if s.full or (s.load_in_4bit and s.device == "cuda") else 4
+    # PEFT keeps adapters in fp32 on a 16-bit base; TRL and rftcli cast them to bf16 on a 4-bit one (QLoRA).
+    lora_bytes = e if s.full or s.load_in_4bit else 4
     training = s.stage != "rollout"
     lora = 0 if s.full or not training else trainable * lora_bytes
     grads = trainable * lora_bytes if training else 0
@@ -223,7 +263,7 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     completion = s.max_completion_length
     seq = prompt + completion
     micro = s.batch_size
-    per_token_layer = e * (ACT_H * h + ACT_I * i + ACT_Q * (q + 2 * q))
+    per_token_layer = saved_per_token_layer(model, names, lora_bytes, s.lora_r, s.full)
     if not training:
         act_full = act_ckpt = 0.0
     else:
@@ -236,7 +276,12 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     if not training:
         logits = 0.0
     elif chunked:
-        logits = min(logit_tokens, TILE_TOKENS) * min(vocab, TILE_VOCAB) * (4 * TILE_COPIES + e)
+        tile = min(logit_tokens, TILE_TOKENS) * min(vocab, TILE_VOCAB)
+        grad_hidden = logit_tokens * h * 4
+        if s.device == "cuda":  # Triton folds the tile in registers; addmm accumulates in fp32 without copies
+            logits = tile * e + grad_hidden
+        else:  # the torch fallback: the backward's temporaries, or the fp32 copies of the tile and the head slice
+            logits = max(tile * (e + 4 * TILE_FP32), tile * (e + 4) + min(vocab, TILE_VOCAB) * h * 4) + grad_hidden
     else:
         logits = logit_tokens * vocab * e * LOGIT_COPIES
     # Generation: online GRPO generates batch x grad_accum completions at once; rollout its batch.
@@ -257,7 +302,7 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     vision += vis_patches // model.merge ** 2 * h * e
     if s.lora_vision and training:
         vision += model.vision_depth * sample.patches * micro * e * (
-            ACT_H * model.vision_hidden + ACT_I * model.vision_intermediate)
+            VIS_LORA_H * model.vision_hidden + VIS_LORA_I * model.vision_intermediate)
     train_phase = activations + logits + grads + vision if training else 0.0
     gen_phase = kv_cache + prefill + vision if generates else 0.0
     peak = weights + lora + optimizer + max(train_phase, gen_phase)
@@ -408,63 +453,3 @@ def plan_run(model: str, settings: Settings, dataset: Path | None = None, split:
 
         sample = worst_case(used_rows(dataset, split, limit).to_pylist(), model_shape, settings)
     return plan(config, settings, sample, where=model)
-
-
-def longest_row(rows: list[Mapping[str, Any]], model: str) -> int | None:
-    """The index of the row with the longest prompt (text and image tokens, by the same estimate as the plan),
-    so the first step can run it; None when the model is not one the plan knows."""
-    try:
-        model_shape = shape(read_model_config(model), model)
-    except ValueError:
-        return None
-    settings = Settings()
-    best, index = -1, None
-    for i, row in enumerate(rows):
-        patches = 0
-        for item in row.get("images") or []:
-            data = (item or {}).get("bytes")
-            if data:
-                import io
-
-                from PIL import Image
-
-                with Image.open(io.BytesIO(data)) as img:
-                    width, height = img.size
-                patches += image_patches(height, width, model_shape, settings)
-        tokens = text_tokens(row.get("system") or "", row.get("prompt") or "") + patches // model_shape.merge ** 2
-        tokens += len(row.get("response") or row.get("reasoning") or row.get("completion") or "") // 3
-        if tokens > best:
-            best, index = tokens, i
-    return index
-
-
-class FirstSampler:
-    """A sampler's order with row `first` and the row it would have yielded first swapped everywhere: the same
-    permutation on every run (so a resumed run skips the same batches), with the longest row in the first step."""
-
-    def __init__(self, base: Any, first: int):
-        self.base, self.first = base, first
-
-    def __iter__(self):
-        order = list(self.base)
-        if not order or self.first not in order:
-            return iter(order)
-        swap = {order[0]: self.first, self.first: order[0]}
-        return iter([swap.get(i, i) for i in order])
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-
-def worst_first(trainer: Any, first: int | None) -> Any:
-    """Make a transformers/TRL trainer's training sampler start with row `first` (see FirstSampler)."""
-    if first is None:
-        return trainer
-    base = trainer._get_train_sampler
-
-    def sampler(*args: Any, **kwargs: Any) -> Any:
-        inner = base(*args, **kwargs)
-        return FirstSampler(inner, first) if inner is not None else None
-
-    trainer._get_train_sampler = sampler
-    return trainer

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from rftcli import plan
+from rftcli import ordering, plan
 from rftcli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,9 +164,9 @@ def test_a_model_the_plan_does_not_know_is_checked_only_when_asked(tmp_path, dat
 
 def test_first_sampler_swaps_the_longest_row_to_the_front():
     base = [3, 3, 1, 1, 0, 0, 2, 2]  # TRL's RepeatSampler: each prompt G times
-    assert list(plan.FirstSampler(base, 2)) == [2, 2, 1, 1, 0, 0, 3, 3]
-    assert list(plan.FirstSampler(base, 3)) == base
-    assert len(plan.FirstSampler(base, 2)) == 8
+    assert list(ordering.FirstSampler(base, 2)) == [2, 2, 1, 1, 0, 0, 3, 3]
+    assert list(ordering.FirstSampler(base, 3)) == base
+    assert len(ordering.FirstSampler(base, 2)) == 8
 
 
 def test_the_first_grpo_step_holds_the_longest_sample(tmp_path, dataset):

@@ -523,7 +523,7 @@ def test_accelerate_recipes_load_and_say_how_to_launch(name, kind, stage):
 def test_the_first_offline_step_holds_the_longest_completion(tmp_path, scores, tiny_model_dir):
     """Offline mode orders like online: the row with the longest prompt and completion comes first."""
     from rftcli.loading import load_model
-    from rftcli.plan import longest_row
+    from rftcli.ordering import longest_row
 
     config = train_grpo.Config(rollouts=scores, model=str(tiny_model_dir), out=tmp_path / "out", batch_size=4,
                                max_steps=1, seed=0, allow_policy_mismatch=True)

@@ -59,7 +59,8 @@ from rftcli.limits import (
     row_positions,
 )
 from rftcli.manifest import make_manifest
-from rftcli.plan import longest_row, preflight, worst_first
+from rftcli.ordering import longest_row, worst_first
+from rftcli.plan import preflight
 from rftcli.schema import dataset_columns, read_table
 from rftcli.stages.rollout import select_split
 

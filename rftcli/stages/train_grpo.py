@@ -44,7 +44,8 @@ from rftcli.limits import (
 )
 from rftcli.loading import build_builtins
 from rftcli.manifest import make_manifest
-from rftcli.plan import longest_row, preflight, worst_first
+from rftcli.ordering import longest_row, worst_first
+from rftcli.plan import preflight
 from rftcli.stages.rollout import used_rows
 
 if TYPE_CHECKING:

@@ -1,0 +1,88 @@
+"""The plan's activation term is what autograd saves: small Qwen2.5-VL and Qwen3-VL language models with PEFT
+LoRA (all targets and two of them, fp32 and bf16 adapters, full fine-tuning) on a 16-bit base, one forward under
+saved-tensor hooks, two depths; the bytes one more decoder layer adds per token equal
+`rftcli.plan.saved_per_token_layer`. A wrong width, dtype or count in the formula fails here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rftcli import plan
+from rftcli.model_shape import shape
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENS = 2 * 40
+
+
+def small_config(name: str, layers: int) -> dict:
+    """The published config at small widths (head_dim 128 kept: the rotary sections need it; 4 query and 2
+    key-value heads)."""
+    config = json.loads((ROOT / "bench" / "configs" / name / "config.json").read_text())
+    text = config.get("text_config", config)
+    for c in (config, text):
+        c.update(hidden_size=512, intermediate_size=704, num_attention_heads=4, num_key_value_heads=2,
+                 vocab_size=512, num_hidden_layers=layers)
+        c.pop("max_window_layers", None)
+        c.pop("bos_token_id", None)
+        c.pop("eos_token_id", None)
+    text["head_dim"] = 128
+    vision = config["vision_config"]
+    vision.update(depth=1, hidden_size=32, intermediate_size=64, num_heads=1, out_hidden_size=512)
+    if "fullatt_block_indexes" in vision:
+        vision["fullatt_block_indexes"] = [0]
+    if "deepstack_visual_indexes" in vision:
+        vision["deepstack_visual_indexes"] = [0]
+    return config
+
+
+def saved_bytes(config: dict, adapter_dtype, targets: str | None, full: bool) -> int:
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from rftcli.training import lora_config, lora_target_modules
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    if full:
+        model.requires_grad_(True)
+    else:
+        model = get_peft_model(model, lora_config(16, 32, 0.0, target_modules=lora_target_modules(
+            model, vision=False, names=targets)))
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(adapter_dtype)
+    model.train()
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    ids = torch.randint(0, 500, (2, TOKENS // 2), generator=torch.Generator().manual_seed(0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids).logits[..., :4].float().sum()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl-3b-instruct", "qwen3-vl-4b-instruct"])
+@pytest.mark.parametrize("adapters,targets", [("fp32", None), ("bf16", None), ("fp32", "q_proj,v_proj"),
+                                              ("bf16", "o_proj,down_proj"), ("full", None)])
+def test_saved_tensors_per_token_and_layer_equal_the_plan(name, adapters, targets):
+    full = adapters == "full"
+    dtype = torch.float32 if adapters == "fp32" else torch.bfloat16
+    one, two = (saved_bytes(small_config(name, n), dtype, targets, full) for n in (1, 2))
+    measured = (two - one) / TOKENS
+    names = {t.strip() for t in targets.split(",")} if targets else None
+    predicted = plan.saved_per_token_layer(shape(small_config(name, 2)), names, 4 if adapters == "fp32" else 2, 16,
+                                           full)
+    assert predicted == pytest.approx(measured, rel=0.01), (measured, predicted)
