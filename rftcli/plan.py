@@ -63,6 +63,7 @@ LORA_INPUTS = {"q_proj": "h", "k_proj": "h", "v_proj": "h", "o_proj": "q", "gate
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weight, 8-bit absmax per 64, fp32 per 256 absmax
 CUDA_CONTEXT = 0.5 * GIB  # CUDA context and kernels, outside the allocator
 ALLOCATOR_MARGIN = 0.08  # fragmentation and cached blocks of PyTorch's CUDA allocator
+VLLM_COLOCATE_SHARE = 0.3  # TRL's vllm_gpu_memory_utilization default: the card's share vLLM takes in colocate mode
 DEFAULT_MIN_PIXELS = 56 * 56
 
 
@@ -432,11 +433,15 @@ def preflight(config: Any, rows: list[Mapping[str, Any]]) -> Plan | None:
     settings = settings_from(config, "cuda")
     result = plan(model_config, settings, worst_case(rows, model_shape, settings),
                   where=config.model)
+    device = "the device has"
+    if getattr(config, "use_vllm", False) and getattr(config, "vllm_mode", "") == "colocate":
+        gpu_memory *= 1 - VLLM_COLOCATE_SHARE  # vLLM in the training process reserves its share first
+        device = f"the device leaves {1 - VLLM_COLOCATE_SHARE:.0%} of its memory to training beside vLLM:"
     if not result.fits(gpu_memory):
         best = [label for label, p in fixes(model_config, result, gpu_memory) if p.fits(gpu_memory)]
         hint = f"try {best[0]}" if best else "no single change of batch, image budget, 4-bit or checkpointing fits"
         raise ValueError(f"the run needs about {result.peak / GIB:.1f} GiB at its worst-case sample "
-                         f"({result.sample.source}) but the device has {gpu_memory:.1f} GiB; {hint} "
+                         f"({result.sample.source}) but {device} {gpu_memory:.1f} GiB; {hint} "
                          "(rftcli plan shows the parts), or pass --no-preflight to go on")
     return result
 

@@ -149,6 +149,22 @@ def test_no_preflight_goes_on(dataset):
     assert fits is not None and fits.fits(24)
 
 
+def test_colocated_vllm_takes_its_share_before_the_check(dataset):
+    from rftcli.stages import train_grpo
+    from rftcli.stages.rollout import used_rows
+
+    rows = used_rows(dataset, "train").to_pylist()
+    config = train_grpo.Config(dataset=dataset, model="builtin:tiny-qwen2.5-vl", out=Path("unused"), gpu_memory=24)
+    need = plan.preflight(config, rows).peak / plan.GIB
+    just = need / (1 - plan.VLLM_COLOCATE_SHARE / 2)  # fits alone, not beside vLLM's 30%
+    alone = train_grpo.Config(dataset=dataset, model="builtin:tiny-qwen2.5-vl", out=Path("unused"), gpu_memory=just)
+    assert plan.preflight(alone, rows) is not None
+    beside = train_grpo.Config(dataset=dataset, model="builtin:tiny-qwen2.5-vl", out=Path("unused"), gpu_memory=just,
+                               use_vllm=True)
+    with pytest.raises(ValueError, match="leaves 70% of its memory to training beside vLLM"):
+        plan.preflight(beside, rows)
+
+
 def test_a_model_the_plan_does_not_know_is_checked_only_when_asked(tmp_path, dataset):
     from rftcli.stages import train_grpo
     from rftcli.stages.rollout import used_rows
