@@ -458,3 +458,39 @@ def test_two_processes_over_gloo_match_one_with_the_same_global_batch(tmp_path, 
     a, b = load_file(single / ADAPTER), load_file(double / ADAPTER)
     assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_the_first_sft_step_holds_the_longest_row(tmp_path, dataset, monkeypatch):
+    """sft-coldstart's sampler starts with the row of the longest prompt and target, one swap from its own order."""
+    from rftcli import training
+    from rftcli.ordering import longest_row
+
+    art = read_table(dataset, "dataset")
+    rows = art.table.to_pylist()
+    train = [i for i, row in enumerate(rows) if row["split"] == "train"]
+    rows[train[len(train) // 2]]["response"] = "I count every square twice. " * 12 + "<answer>2</answer>"
+    path = tmp_path / "data.parquet"
+    write_table(path, "dataset", rows, art.manifest)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def first_batch(trainer, resume_from):
+        torch.manual_seed(0)
+        seen["order"] = list(trainer._get_train_sampler())
+        torch.manual_seed(0)
+        seen["base"] = list(type(trainer)._get_train_sampler(trainer))
+        seen["rows"] = trainer.train_dataset
+        raise Stop
+
+    monkeypatch.setattr(training, "run_training", first_batch)
+    with pytest.raises(Stop):
+        sft_coldstart.run(sft_coldstart.Config(dataset=path, model="builtin:tiny-qwen2.5-vl", out=tmp_path / "sft",
+                                               max_steps=1, batch_size=4))
+    used = [r for r in rows if r["split"] == "train"]
+    longest = longest_row(used, "builtin:tiny-qwen2.5-vl")
+    assert used[longest]["id"] == rows[train[len(train) // 2]]["id"]
+    order, base = seen["order"], seen["base"]
+    assert order[0] == longest and base[0] != longest
+    assert order == [{base[0]: longest, longest: base[0]}.get(i, i) for i in base]
