@@ -33,7 +33,8 @@ The model of memory (bytes; "16-bit" is bf16 or fp16):
 - generation: the KV cache of the whole generation batch (batch x grad_accum completions) at prompt +
   completion length, and the prefill's transient one-layer working set.
 - the vision tower on the worst-case batch's images: no gradients unless LoRA reaches it, so one block's
-  working set (`VIS_H` x vision hidden + `VIS_I` x vision MLP per patch) and the merged image embeddings.
+  working set (`VIS_H` x vision hidden + `VIS_I` x vision MLP per patch) and the merged image embeddings; with
+  LoRA on the tower, what autograd keeps per patch and block (`saved_per_patch_block`; the merger aside).
 Peak = weights + LoRA parameters + optimizer states + the larger of the training phase (activations, logits,
 gradients, vision) and the generation phase (KV cache, prefill, vision). On CUDA a fixed context and an
 allocator margin are added (`CUDA_CONTEXT`, `ALLOCATOR_MARGIN`); the constants are calibrated on CPU by
@@ -57,7 +58,6 @@ TILE_FP32 = 7.25  # fp32 temporaries of a tile in the torch fallback's backward 
 # two terms of it, and the 1-byte target mask), counted from trl.kernels.chunked_logprob
 VIS_H = 8  # the vision tower's working set per patch, in vision-width units (one block, no gradients)
 VIS_I = 3
-VIS_LORA_H, VIS_LORA_I = 20, 4  # saved per patch and vision block with LoRA on the tower (an estimate, not measured)
 LORA_INPUTS = {"q_proj": "h", "k_proj": "h", "v_proj": "h", "o_proj": "q", "gate_proj": "h", "up_proj": "h",
                "down_proj": "i"}  # the input width of each adaptable language linear layer
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weight, 8-bit absmax per 64, fp32 per 256 absmax
@@ -232,6 +232,21 @@ def saved_per_token_layer(model: Shape, names: set[str] | None, adapter_bytes: i
     return float(saved)
 
 
+def saved_per_patch_block(model: Shape, adapter_bytes: int, rank: int) -> float:
+    """Bytes autograd keeps per patch and vision block with LoRA on every linear layer of the tower (the merger
+    aside), counted like `saved_per_token_layer` on small Qwen2.5-VL and Qwen3-VL towers."""
+    e = 2
+    vh, vi = model.vision_hidden, model.vision_intermediate
+    saved = e * 6 * vh + 16  # attention: q, k, v after rotary, the rotary tables, SDPA's output; norm statistics
+    if model.model_type == "qwen2_5_vl":  # RMSNorm (fp32 inputs); gate, up, down
+        saved += 4 * 2 * vh + e * 3 * vi
+        inputs, layers = (4 * vh + vi) if adapter_bytes != e else (3 * vh + vi), 5
+    else:  # LayerNorm (16-bit inputs); fc1, GELU, fc2
+        saved += e * 2 * vh + e * vi
+        inputs, layers = 3 * vh + vi, 4
+    return float(saved + adapter_bytes * inputs + adapter_bytes * rank * layers)
+
+
 def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = None,
          where: str = "config.json") -> Plan:
     """The predicted peak memory of a run with `settings` on the model of `config` (see the module docstring)."""
@@ -302,8 +317,7 @@ def plan(config: Mapping[str, Any], settings: Settings, sample: Sample | None = 
     vision = vis_patches * (VIS_H * model.vision_hidden + VIS_I * model.vision_intermediate) * e
     vision += vis_patches // model.merge ** 2 * h * e
     if s.lora_vision and training:
-        vision += model.vision_depth * sample.patches * micro * e * (
-            VIS_LORA_H * model.vision_hidden + VIS_LORA_I * model.vision_intermediate)
+        vision += model.vision_depth * sample.patches * micro * saved_per_patch_block(model, lora_bytes, s.lora_r)
     train_phase = activations + logits + grads + vision if training else 0.0
     gen_phase = kv_cache + prefill + vision if generates else 0.0
     peak = weights + lora + optimizer + max(train_phase, gen_phase)

@@ -1,7 +1,8 @@
-"""The plan's activation term is what autograd saves: small Qwen2.5-VL and Qwen3-VL language models with PEFT
+"""The plan's activation terms are what autograd saves: small Qwen2.5-VL and Qwen3-VL language models with PEFT
 LoRA (all targets and two of them, fp32 and bf16 adapters, full fine-tuning) on a 16-bit base, one forward under
 saved-tensor hooks, two depths; the bytes one more decoder layer adds per token equal
-`rftcli.plan.saved_per_token_layer`. A wrong width, dtype or count in the formula fails here."""
+`rftcli.plan.saved_per_token_layer`; likewise the vision tower with LoRA on every linear layer, per patch and
+block, against `saved_per_patch_block`. A wrong width, dtype or count in a formula fails here."""
 
 from __future__ import annotations
 
@@ -86,3 +87,55 @@ def test_saved_tensors_per_token_and_layer_equal_the_plan(name, adapters, target
     predicted = plan.saved_per_token_layer(shape(small_config(name, 2)), names, 4 if adapters == "fp32" else 2, 16,
                                            full)
     assert predicted == pytest.approx(measured, rel=0.01), (measured, predicted)
+
+
+def vision_saved_bytes(name: str, depth: int, adapter_dtype) -> tuple[int, int]:
+    """Saved bytes of the vision tower's forward with LoRA on every vision linear layer, and its patches."""
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from rftcli.training import lora_config, lora_target_modules
+
+    config = small_config(name, 1)
+    vision = config["vision_config"]
+    vision.update(depth=depth, hidden_size=128, intermediate_size=352, num_heads=2)
+    if "fullatt_block_indexes" in vision:
+        vision["fullatt_block_indexes"] = [depth - 1]
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    model = get_peft_model(model, lora_config(16, 32, 0.0, target_modules=lora_target_modules(model, vision=True)))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.to(adapter_dtype)
+    model.train()
+    tower = next(m for n, m in model.named_modules() if n.endswith("visual"))
+    patch, temporal = vision["patch_size"], vision.get("temporal_patch_size", 2)
+    patches = 16 * 16
+    pixels = torch.randn(patches, 3 * temporal * patch * patch, dtype=torch.bfloat16,
+                         generator=torch.Generator().manual_seed(0))
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        tower(pixels, grid_thw=torch.tensor([[1, 16, 16]]))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params), patches
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl-3b-instruct", "qwen3-vl-4b-instruct"])
+@pytest.mark.parametrize("adapters", ["fp32", "bf16"])
+def test_saved_tensors_per_patch_and_vision_block_equal_the_plan(name, adapters):
+    dtype = torch.float32 if adapters == "fp32" else torch.bfloat16
+    (one, patches), (two, _) = (vision_saved_bytes(name, depth, dtype) for depth in (1, 2))
+    config = small_config(name, 1)
+    config["vision_config"].update(hidden_size=128, intermediate_size=352)
+    predicted = plan.saved_per_patch_block(shape(config), 4 if adapters == "fp32" else 2, 16)
+    assert predicted == pytest.approx((two - one) / patches, rel=0.01), ((two - one) / patches, predicted)
