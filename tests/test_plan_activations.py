@@ -40,7 +40,9 @@ def small_config(name: str, layers: int) -> dict:
     return config
 
 
-def saved_bytes(config: dict, adapter_dtype, targets: str | None, full: bool) -> int:
+def trainable_model(config: dict, adapter_dtype, targets: str | None, full: bool, vision: bool = False):
+    """The bf16 model of `config` in train mode: every weight trainable (`full`), or PEFT LoRA rank 16 on the
+    language model's linear layers (`targets` of them; with `vision` the tower's too) in `adapter_dtype`."""
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -56,11 +58,15 @@ def saved_bytes(config: dict, adapter_dtype, targets: str | None, full: bool) ->
         model.requires_grad_(True)
     else:
         model = get_peft_model(model, lora_config(16, 32, 0.0, target_modules=lora_target_modules(
-            model, vision=False, names=targets)))
+            model, vision=vision, names=targets)))
         for p in model.parameters():
             if p.requires_grad:
                 p.data = p.data.to(adapter_dtype)
-    model.train()
+    return model.train()
+
+
+def saved_by(model, forward) -> int:
+    """Bytes of the tensors autograd saves while `forward()` runs, each storage once, parameters aside."""
     seen: dict[int, int] = {}
 
     def pack(t):
@@ -68,11 +74,16 @@ def saved_bytes(config: dict, adapter_dtype, targets: str | None, full: bool) ->
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    ids = torch.randint(0, 500, (2, TOKENS // 2), generator=torch.Generator().manual_seed(0))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids).logits[..., :4].float().sum()
+        forward()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+def saved_bytes(config: dict, adapter_dtype, targets: str | None, full: bool) -> int:
+    model = trainable_model(config, adapter_dtype, targets, full)
+    ids = torch.randint(0, 500, (2, TOKENS // 2), generator=torch.Generator().manual_seed(0))
+    return saved_by(model, lambda: model(input_ids=ids).logits[..., :4].float().sum())
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-vl-3b-instruct", "qwen3-vl-4b-instruct"])
@@ -91,43 +102,18 @@ def test_saved_tensors_per_token_and_layer_equal_the_plan(name, adapters, target
 
 def vision_saved_bytes(name: str, depth: int, adapter_dtype) -> tuple[int, int]:
     """Saved bytes of the vision tower's forward with LoRA on every vision linear layer, and its patches."""
-    from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    from rftcli.training import lora_config, lora_target_modules
-
     config = small_config(name, 1)
     vision = config["vision_config"]
     vision.update(depth=depth, hidden_size=128, intermediate_size=352, num_heads=2)
     if "fullatt_block_indexes" in vision:
         vision["fullatt_block_indexes"] = [depth - 1]
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
-    finally:
-        torch.set_default_dtype(torch.float32)
-    model = get_peft_model(model, lora_config(16, 32, 0.0, target_modules=lora_target_modules(model, vision=True)))
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.to(adapter_dtype)
-    model.train()
+    model = trainable_model(config, adapter_dtype, None, False, vision=True)
     tower = next(m for n, m in model.named_modules() if n.endswith("visual"))
     patch, temporal = vision["patch_size"], vision.get("temporal_patch_size", 2)
     patches = 16 * 16
     pixels = torch.randn(patches, 3 * temporal * patch * patch, dtype=torch.bfloat16,
                          generator=torch.Generator().manual_seed(0))
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        tower(pixels, grid_thw=torch.tensor([[1, 16, 16]]))
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    return sum(n for ptr, n in seen.items() if ptr not in params), patches
+    return saved_by(model, lambda: tower(pixels, grid_thw=torch.tensor([[1, 16, 16]]))), patches
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-vl-3b-instruct", "qwen3-vl-4b-instruct"])
