@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rftcli.model_shape import read_model_config, shape
-from rftcli.plan import Settings, image_patches, text_tokens
+from rftcli.plan import Settings, row_patches, text_tokens
 
 
 def longest_row(rows: list[Mapping[str, Any]], model: str) -> int | None:
@@ -21,17 +21,7 @@ def longest_row(rows: list[Mapping[str, Any]], model: str) -> int | None:
     settings = Settings()
     best, index = -1, None
     for i, row in enumerate(rows):
-        patches = 0
-        for item in row.get("images") or []:
-            data = (item or {}).get("bytes")
-            if data:
-                import io
-
-                from PIL import Image
-
-                with Image.open(io.BytesIO(data)) as img:
-                    width, height = img.size
-                patches += image_patches(height, width, model_shape, settings)
+        patches = row_patches(row, model_shape, settings)
         tokens = text_tokens(row.get("system") or "", row.get("prompt") or "") + patches // model_shape.merge ** 2
         tokens += len(row.get("response") or row.get("reasoning") or row.get("completion") or "") // 3
         if tokens > best:

@@ -172,23 +172,28 @@ def budget_sample(model: Shape, settings: Settings) -> Sample:
                   source="the budgets (--max-prompt-length, --max-pixels)")
 
 
-def worst_case(rows: list[Mapping[str, Any]], model: Shape, settings: Settings) -> Sample:
-    """The rows' worst case: the most image tokens after the resize rule and the longest prompt (each from its
-    own row if they differ); image sizes come from the image headers, no pixels decoded."""
+def row_patches(row: Mapping[str, Any], model: Shape, settings: Settings) -> int:
+    """Vision patches of a row's images after the resize rule; sizes from the image headers, no pixels decoded."""
     import io
 
     from PIL import Image
 
-    best_patches, best_prompt, patch_id, prompt_id = 0, 0, None, None
-    for row in rows:
-        patches = 0
-        for item in row.get("images") or []:
-            data = (item or {}).get("bytes")
-            if not data:
-                continue
+    patches = 0
+    for item in row.get("images") or []:
+        data = (item or {}).get("bytes")
+        if data:
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
             patches += image_patches(height, width, model, settings)
+    return patches
+
+
+def worst_case(rows: list[Mapping[str, Any]], model: Shape, settings: Settings) -> Sample:
+    """The rows' worst case: the most image tokens after the resize rule and the longest prompt (each from its
+    own row if they differ)."""
+    best_patches, best_prompt, patch_id, prompt_id = 0, 0, None, None
+    for row in rows:
+        patches = row_patches(row, model, settings)
         tokens = min(settings.max_prompt_length,
                      text_tokens(row.get("system") or "", row.get("prompt") or "") + patches // model.merge ** 2)
         if patches > best_patches or patch_id is None:

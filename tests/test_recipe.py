@@ -32,15 +32,21 @@ def _make(recipe: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+def shortened_copy(tmp_path: Path, name: str, short: dict[str, dict]) -> Path:
+    """recipes/NAME copied under tmp_path with each YAML file of `short` updated by its settings."""
+    recipe = tmp_path / name
+    shutil.copytree(ROOT / "recipes" / name, recipe)
+    for file, changes in short.items():
+        settings = yaml.safe_load((recipe / file).read_text())
+        settings.update(changes)
+        (recipe / file).write_text(yaml.safe_dump(settings))
+    return recipe
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_tiny_recipe_runs_and_reruns_only_stale_stages(tmp_path):
-    recipe = tmp_path / "tiny"
-    shutil.copytree(ROOT / "recipes" / "tiny", recipe)
-    for name, changes in SHORT.items():
-        settings = yaml.safe_load((recipe / name).read_text())
-        settings.update(changes)
-        (recipe / name).write_text(yaml.safe_dump(settings))
+    recipe = shortened_copy(tmp_path, "tiny", SHORT)
 
     run = _make(recipe)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -71,12 +77,7 @@ def test_tiny_recipe_runs_and_reruns_only_stale_stages(tmp_path):
 def test_tiny_ab_target_runs_both_arms_on_every_set_and_prompt(tmp_path):
     from rftcli.contamination import table_hashes
 
-    recipe = tmp_path / "tiny"
-    shutil.copytree(ROOT / "recipes" / "tiny", recipe)
-    for name, changes in SHORT.items():
-        settings = yaml.safe_load((recipe / name).read_text())
-        settings.update(changes)
-        (recipe / name).write_text(yaml.safe_dump(settings))
+    recipe = shortened_copy(tmp_path, "tiny", SHORT)
 
     run = _make(recipe, "ab", "AB_SEEDS=0", "AB_OOD_ROWS=8")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rftcli.manifest import read_checkpoint_manifest
 from rftcli.schema import read_table
+from tests.test_recipe import shortened_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = {
@@ -44,12 +44,7 @@ def _accuracy(folder: Path) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_offline_rounds_recipe(tmp_path):
-    recipe = tmp_path / "tiny-offline"
-    shutil.copytree(ROOT / "recipes" / "tiny-offline", recipe)
-    for name, changes in SHORT.items():
-        settings = yaml.safe_load((recipe / name).read_text())
-        settings.update(changes)
-        (recipe / name).write_text(yaml.safe_dump(settings))
+    recipe = shortened_copy(tmp_path, "tiny-offline", SHORT)
 
     run = _make(recipe)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
